@@ -1,0 +1,111 @@
+"""The shared trainer base: a thin nnU-Net trainer over a registered network.
+
+Modelled on nnU-Net's own `primus_trainers.py`: the trainer only builds the network from the plan
+and tells nnU-Net what the network outputs. Planning, preprocessing, data augmentation, the loss,
+mixed precision, checkpointing and inference stay nnU-Net's. A subclass names its model:
+
+    class nnUNetTrainerUltraLightUNet_M(LightSegTrainer):
+        model_name = "UltraLightUNet_M"
+"""
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch._dynamo import OptimizedModule
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from nnunet_lightseg import registry
+
+ITERATIONS_VARIABLE = "NNUNET_LIGHTSEG_ITERATIONS"
+VAL_ITERATIONS_VARIABLE = "NNUNET_LIGHTSEG_VAL_ITERATIONS"
+
+
+def _positive_int_from_env(variable: str, default: int) -> int:
+    value = os.environ.get(variable)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{variable}={value!r} is not a positive whole number. Set it to, e.g., 5, or unset it "
+                         f"for nnU-Net's default of {default} iterations per epoch.")
+    return number
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The plain network inside DDP and torch.compile wrappers."""
+    if isinstance(network, nn.parallel.DistributedDataParallel):
+        network = network.module
+    if isinstance(network, OptimizedModule):
+        network = network._orig_mod
+    return network
+
+
+class LightSegTrainer(nnUNetTrainer):
+    """nnU-Net's recipe (SGD, poly LR, Dice + CE, deep supervision) over a registered network.
+
+    Iterations per epoch can be shortened without editing code through the environment variables
+    NNUNET_LIGHTSEG_ITERATIONS and NNUNET_LIGHTSEG_VAL_ITERATIONS (docs/training.md); epochs through
+    nnU-Net's `_Nepochs` trainer-name suffix (e.g. nnUNetTrainerUltraLightUNet_5epochs).
+    """
+
+    model_name: ClassVar[str] = ""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_iterations_per_epoch = _positive_int_from_env(ITERATIONS_VARIABLE, self.num_iterations_per_epoch)
+        self.num_val_iterations_per_epoch = _positive_int_from_env(VAL_ITERATIONS_VARIABLE,
+                                                                   self.num_val_iterations_per_epoch)
+        # Fail now, before any data is loaded, if the network cannot serve this configuration.
+        self.check_configuration(self.configuration_manager, configuration)
+
+    @classmethod
+    def model_spec(cls) -> registry.ModelSpec:
+        return registry.get(cls.model_name)
+
+    @classmethod
+    def check_configuration(cls, configuration_manager: ConfigurationManager, configuration_name: str = "") -> None:
+        """Raise UnsupportedConfigurationError if the network cannot be built for this configuration."""
+        spec = cls.model_spec()
+        dim = len(configuration_manager.patch_size)
+        if dim not in spec.dims:
+            alternative = "3d_fullres" if 3 in spec.dims else "2d"
+            raise registry.UnsupportedConfigurationError(
+                f"{cls.__name__} trains {' and '.join(f'{d}D' for d in spec.dims)} networks only, but the "
+                f"configuration {configuration_name or ''!s} is {dim}D (patch size {configuration_manager.patch_size}). "
+                f"Use the {alternative!r} configuration, e.g. nnUNetv2_train DATASET {alternative} FOLD -tr {cls.__name__}.")
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        """Build the network from the plan: channels, dimensionality and per-axis strides.
+
+        Called on the class by nnU-Net's predictor too; the parameter set does not depend on
+        `enable_deep_supervision`, so checkpoints load strictly.
+        """
+        cls.check_configuration(configuration_manager)
+        return cls.model_spec().create(
+            in_channels=num_input_channels, num_classes=num_output_channels,
+            dim=len(configuration_manager.patch_size),
+            plan_steps=configuration_manager.pool_op_kernel_sizes[1:],
+            deep_supervision=enable_deep_supervision)
+
+    def _get_deep_supervision_scales(self):
+        """The scales of the outputs the network really produces (not the plan's pooling steps)."""
+        if not self.enable_deep_supervision:
+            return None
+        network = self.network if self.network is not None else self.build_network_architecture(
+            self.plans_manager, self.configuration_manager, 1, 1, True)
+        return [[1.0 / s for s in stride] for stride in unwrap(network).output_strides]
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        unwrap(self.network).deep_supervision = enabled
