@@ -1,0 +1,23 @@
+"""Squeeze-and-excitation channel gating (Hu et al., CVPR 2018), for 2D and 3D alike."""
+import torch
+from torch import nn
+
+from nnunet_lightseg.architectures.blocks.ops import companion
+
+
+class SqueezeExcitation(nn.Module):
+    """x * sigmoid(W2 act(W1 GAP(x))): W1 is C -> C/r, W2 is C/r -> C, 1x1 convs with bias.
+
+    `activation` is the hidden non-linearity (a module class; ReLU in the original paper).
+    """
+
+    def __init__(self, channels: int, reduction: int = 4, conv_op=nn.Conv3d, activation=nn.ReLU):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.pool = companion(conv_op, "adaptive_avg_pool")(1)
+        self.fc1 = conv_op(channels, hidden, 1)
+        self.act = activation()
+        self.fc2 = conv_op(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(self.act(self.fc1(self.pool(x)))))
