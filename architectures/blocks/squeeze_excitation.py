@@ -1,4 +1,6 @@
 """Squeeze-and-excitation channel gating (Hu et al., CVPR 2018), for 2D and 3D alike."""
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -6,14 +8,16 @@ from nnunet_lightseg.architectures.blocks.ops import companion
 
 
 class SqueezeExcitation(nn.Module):
-    """x * sigmoid(W2 act(W1 GAP(x))): W1 is C -> C/r, W2 is C/r -> C, 1x1 convs with bias.
+    """x * sigmoid(W2 act(W1 GAP(x))): W1 is C -> hidden, W2 is hidden -> C, 1x1 convs with bias.
 
-    `activation` is the hidden non-linearity (a module class; ReLU in the original paper).
+    hidden = `hidden_channels` if given, else max(1, C // reduction). `activation` is the hidden
+    non-linearity, a module class (ReLU in the original paper).
     """
 
-    def __init__(self, channels: int, reduction: int = 4, conv_op=nn.Conv3d, activation=nn.ReLU):
+    def __init__(self, channels: int, reduction: int = 4, conv_op=nn.Conv3d, activation=nn.ReLU,
+                 hidden_channels: Optional[int] = None):
         super().__init__()
-        hidden = max(1, channels // reduction)
+        hidden = hidden_channels if hidden_channels is not None else max(1, channels // reduction)
         self.pool = companion(conv_op, "adaptive_avg_pool")(1)
         self.fc1 = conv_op(channels, hidden, 1)
         self.act = activation()
