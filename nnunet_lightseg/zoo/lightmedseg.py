@@ -1,0 +1,48 @@
+"""LightMedSeg (GhostConv3D, K = 8), its dense-conv and K variants and the paper's ablations (Table 4).
+
+3D only. The plan's first four downsampling steps become the stem's and the three poolings' strides.
+"""
+from nnunet_lightseg.architectures.lightmedseg import LightMedSeg
+from nnunet_lightseg.registry import ModelSpec, fit_strides, register
+
+PAPER = "Tyagi, Rathi & Goyal, LightMedSeg, arXiv 2603.07228"
+NUM_STEPS = 4  # the stem and the three max-poolings
+
+# Figures the paper states (Tables 3 and 4; ../shared/specs/lightmedseg.md): BraTS, 4 modalities,
+# 4 output channels, one 128^3 volume; "GFLOPs" read as GMAC. Only the default model has a GMAC figure.
+_INPUT = (4, 128, 128, 128)
+
+VARIANTS = {
+    # name: (constructor settings, paper's parameter count or None, description)
+    "LightMedSeg": ({}, 0.48e6, "GhostConv3D, K = 8 anchors (the paper's model)"),
+    "LightMedSeg_StandardConv": ({"ghost": False}, 0.66e6, "dense 3^3 convs instead of GhostConv3D"),
+    "LightMedSeg_K16": ({"num_anchors": 16}, 0.49e6, "K = 16 anchors"),
+    "LightMedSeg_K32": ({"num_anchors": 32}, 0.52e6, "K = 32 anchors"),
+    "LightMedSeg_noLSPM": ({"use_lspm": False}, None,
+                           "ablation: no local structural prior module (encoder paths averaged)"),
+    "LightMedSeg_noAnchors": ({"use_anchors": False}, None,
+                              "ablation: no anchor detector, FiLM or spatial position bias"),
+    "LightMedSeg_noSkipRouter": ({"use_skip_router": False}, None,
+                                 "ablation: single aligned skips at every decoder level"),
+}
+
+
+def _builder(settings):
+    def build(in_channels, num_classes, dim, plan_steps, deep_supervision):
+        return LightMedSeg(in_channels, num_classes, fit_strides(plan_steps, NUM_STEPS, dim),
+                           deep_supervision=deep_supervision, **settings)
+    return build
+
+
+def _figures(name, params):
+    if params is None:
+        return {}
+    figures = {"params": params, "input": _INPUT, "classes": 4}
+    if name == "LightMedSeg":
+        figures["gmac"] = 14.64
+    return {"3d": figures}
+
+
+for _name, (_settings, _params, _description) in VARIANTS.items():
+    register(ModelSpec(name=_name, family="LightMedSeg", paper=PAPER, dims=(3,), build=_builder(_settings),
+                       description=_description, paper_figures=_figures(_name, _params)))

@@ -1,0 +1,232 @@
+"""LightMedSeg: shapes, deep supervision, parameter counts, gradients, anchors, ablations, the paper's loss."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from nnunet_lightseg import registry
+from nnunet_lightseg.architectures.blocks.ghost import GhostConv
+from nnunet_lightseg.architectures.lightmedseg import LightMedSeg
+from nnunet_lightseg.architectures.shapes import scaled_size
+from nnunet_lightseg.trainers.lightmedseg import nnUNetTrainerLightMedSeg, nnUNetTrainerLightMedSeg_Paper
+from nnunet_lightseg.trainers.lightmedseg_loss import LightMedSegLoss, boundary_bands
+
+HIPPOCAMPUS = [(2, 2, 2)] * 3  # 3d_fullres, patch 40x56x40
+ANISO = [(1, 2, 2), (2, 2, 2), (2, 2, 2)]
+VARIANTS = ["LightMedSeg", "LightMedSeg_StandardConv", "LightMedSeg_K16", "LightMedSeg_K32",
+            "LightMedSeg_noLSPM", "LightMedSeg_noAnchors", "LightMedSeg_noSkipRouter"]
+
+
+def build(name="LightMedSeg", modalities=1, classes=3, steps=HIPPOCAMPUS, ds=False, seed=0):
+    torch.manual_seed(seed)
+    return registry.get(name).create(modalities, classes, 3, steps, ds)
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("steps,size", [
+    (HIPPOCAMPUS, (20, 28, 20)),  # Hippocampus steps (a stride-1 fourth stage), odd patch
+    (ANISO, (13, 30, 22)),  # anisotropic, no axis divisible by the total stride
+    ([(2, 2, 2)] * 4, (16, 16, 16)),  # the paper's four 2x steps
+    ([(2, 2, 2)], (9, 11, 10)),  # a plan with a single step
+])
+def test_shapes_with_and_without_deep_supervision(steps, size):
+    net = build(steps=steps, ds=True).eval()
+    x = torch.randn(1, 1, *size)
+    with torch.no_grad():
+        outputs = net(x)
+        assert len(outputs) == len(net.output_strides) == 4 and net.output_strides[0] == (1, 1, 1)
+        for y, stride in zip(outputs, net.output_strides):
+            assert y.shape == (1, 3) + scaled_size(size, stride)
+        net.deep_supervision = False
+        assert net(x).shape == (1, 3) + size
+
+
+def test_output_strides_follow_the_plan():
+    assert build(steps=ANISO).output_strides == [(1, 1, 1), (1, 2, 2), (2, 4, 4), (4, 8, 8)]
+    assert build(steps=HIPPOCAMPUS).output_strides == [(1, 1, 1), (2, 2, 2), (4, 4, 4), (8, 8, 8)]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_parameters_do_not_depend_on_deep_supervision(name):
+    assert build(name, ds=True).state_dict().keys() == build(name, ds=False).state_dict().keys()
+
+
+def test_two_dimensional_configurations_are_refused_clearly():
+    with pytest.raises(registry.UnsupportedConfigurationError, match="3d_fullres"):
+        registry.get("LightMedSeg").create(1, 2, 2)
+    with pytest.raises(registry.UnsupportedConfigurationError, match="3d_fullres"):
+        nnUNetTrainerLightMedSeg.check_configuration(SimpleNamespace(patch_size=[56, 40]), "2d")
+
+
+def test_wrong_number_of_modalities_is_a_clear_error():
+    with pytest.raises(ValueError, match="in_channels=1"):
+        build()(torch.randn(1, 2, 16, 16, 16))
+
+
+def test_parameter_counts():
+    """The text as written gives 0.27M / 0.37M, not the paper's 0.48M / 0.66M (docs/architectures/lightmedseg.md)."""
+    net = LightMedSeg(4, 4, [(2, 2, 2)] * 4)
+    assert count(net) == 265322
+    assert count(LightMedSeg(4, 4, [(2, 2, 2)] * 4, ghost=False)) == 372998
+    # the module costs the paper states: anchor detector 8.6K, LSPM 11.7K (1K + 10.5K + 0.15K), router 24K
+    assert count(net.anchor_detector) == pytest.approx(8.6e3, rel=0.01)
+    assert count(net.lspm) == pytest.approx(11.7e3, rel=0.01)
+    assert count(net.lspm.smooth) + count(net.lspm.texture) == pytest.approx(1e3, rel=0.05)
+    assert count(net.lspm.gating_head) + count(net.lspm.expert_weights) == pytest.approx(10.5e3, rel=0.01)
+    assert count(net.lspm.experts) == pytest.approx(0.15e3, rel=0.05)
+    assert count(net.router.project) + count(net.router.controller) == pytest.approx(24e3, rel=0.05)
+    # K = 8 -> 16 -> 32 adds about 0.01M and 0.03M (paper: 0.48M -> 0.49M -> 0.52M)
+    k16, k32 = (count(LightMedSeg(4, 4, [(2, 2, 2)] * 4, num_anchors=k)) for k in (16, 32))
+    assert k16 - count(net) == pytest.approx(0.01e6, rel=0.05)
+    assert k32 - count(net) == pytest.approx(0.03e6, rel=0.05)
+
+
+def test_gmac_at_the_paper_input():
+    with torch.device("meta"):
+        net, x = LightMedSeg(4, 4, [(2, 2, 2)] * 4), torch.empty(1, 4, 128, 128, 128)
+    with FlopCounterMode(display=False) as counter:
+        net(x)
+    assert counter.get_total_flops() / 2e9 == pytest.approx(10.70, abs=0.01)  # the paper: 14.64
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_gradients_reach_every_parameter(name):
+    net = build(name, ds=True, steps=[(2, 2, 2)] * 4)
+    x = torch.randn(2, 1, 16, 16, 16)
+    sum(y.square().mean() for y in net(x)).backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+               or p.grad.abs().sum() == 0]
+    assert not missing
+
+
+def test_anchors_stay_in_the_unit_cube():
+    net = build(modalities=2)
+    for scale in (1.0, 1e4, -1e4):
+        anchors = net.anchor_detector(scale * torch.randn(3, 2, 12, 20, 16))
+        assert anchors.shape == (3, 8, 3)
+        assert ((anchors >= 0) & (anchors <= 1)).all()
+
+
+@pytest.mark.parametrize("name,removed", [
+    ("LightMedSeg_noLSPM", ("lspm.",)),
+    ("LightMedSeg_noAnchors", ("anchor_detector.", ".film.", ".position.")),
+    ("LightMedSeg_noSkipRouter", ("router.",)),
+])
+def test_each_ablation_removes_its_parameters_and_changes_the_output(name, removed):
+    full, ablated = build(), build(name)
+    full_keys, ablated_keys = set(full.state_dict()), set(ablated.state_dict())
+    assert all(any(r in k for k in full_keys) for r in removed)
+    assert not any(r in k for k in ablated_keys for r in removed)
+    assert count(ablated) < count(full)
+    # share every parameter the two have in common: only the removed component can differ
+    shared = {k: v for k, v in full.state_dict().items()
+              if k in ablated.state_dict() and ablated.state_dict()[k].shape == v.shape}
+    ablated.load_state_dict(shared, strict=False)
+    x = torch.randn(1, 1, 16, 24, 16)
+    with torch.no_grad():
+        assert not torch.allclose(full(x), ablated(x), atol=1e-5)
+
+
+def test_standard_conv_variant_has_no_ghost_convs():
+    assert any(isinstance(m, GhostConv) for m in build().modules())
+    assert not any(isinstance(m, GhostConv) for m in build("LightMedSeg_StandardConv").modules())
+
+
+# ---------------------------------------------------------------- the paper's loss (Sec. 3.7)
+
+def _line(labels):
+    """A (1, 1, 1, 1, N) nnU-Net target from a 1D list of labels."""
+    return torch.tensor(labels, dtype=torch.float32).view(1, 1, 1, 1, -1)
+
+
+def test_boundary_band_is_an_l_infinity_dilation_of_three():
+    target = torch.zeros(1, 11, 11, 11, dtype=torch.long)
+    target[0, 5, 5, 5] = 1
+    onehot = torch.nn.functional.one_hot(target, 2).movedim(-1, 1).float()
+    band = boundary_bands(onehot)
+    # boundary: the 3^3 block around the voxel; dilated by 3 (L-inf): the 9^3 cube around it
+    assert band[0, 1].sum() == 9 ** 3 and band[0, 0].sum() == 9 ** 3
+    assert band[0, 1, 1:10, 1:10, 1:10].all() and band[0, 1, 0].sum() == 0
+
+
+def test_loss_on_a_hand_made_mask():
+    # 7 background voxels then 3 foreground voxels; p(foreground) = 0.8 everywhere
+    target = _line([0] * 7 + [1] * 3)
+    logits = torch.zeros(1, 2, 1, 1, 10)
+    logits[:, 1] = math.log(4)
+    terms = LightMedSegLoss().terms(logits, target)
+    w0, w1 = 10 / (2 * 7), 10 / (2 * 3)  # inverse voxel frequency
+    dice0, dice1 = 2 * 0.2 * 7 / (0.2 * 10 + 7), 2 * 0.8 * 3 / (0.8 * 10 + 3)
+    assert terms["dice"].item() == pytest.approx(1 - (w0 * dice0 + w1 * dice1) / (w0 + w1), rel=1e-4)
+    # weighted CE: sum_r w_y CE_r / sum_r w_y = (5 (-log 0.2) + 5 (-log 0.8)) / 10
+    assert terms["ce"].item() == pytest.approx(-(math.log(0.2) + math.log(0.8)) / 2, rel=1e-4)
+    # boundary at voxels 6 and 7; band 3..9 (7 voxels): 4 with y = 0, 3 with y = 1, the same for both classes
+    bce = -(4 * math.log(0.2) + 3 * math.log(0.8)) / 7
+    assert terms["boundary"].item() == pytest.approx(0.5 * bce, rel=1e-4)
+    assert LightMedSegLoss()(logits, target).item() == pytest.approx(sum(t.item() for t in terms.values()), rel=1e-6)
+
+
+def test_loss_without_boundaries_and_with_absent_classes():
+    logits = torch.randn(2, 3, 4, 5, 6, requires_grad=True)
+    target = torch.zeros(2, 1, 4, 5, 6)
+    terms = LightMedSegLoss().terms(logits, target)
+    assert terms["boundary"].item() == 0
+    sum(terms.values()).backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_paper_trainer_builds_its_loss_with_and_without_deep_supervision():
+    trainer = SimpleNamespace(label_manager=SimpleNamespace(has_regions=False, has_ignore_label=False),
+                              enable_deep_supervision=False)
+    loss = nnUNetTrainerLightMedSeg_Paper._build_loss(trainer)
+    assert isinstance(loss, LightMedSegLoss)
+    trainer.enable_deep_supervision = True
+    trainer._get_deep_supervision_scales = lambda: [[1.0] * 3, [0.5] * 3]
+    loss = nnUNetTrainerLightMedSeg_Paper._build_loss(trainer)
+    target = _line([0] * 6 + [1] * 2)
+    value = loss([torch.zeros(1, 2, 1, 1, 8), torch.zeros(1, 2, 1, 1, 4)], [target, target[..., ::2]])
+    assert torch.isfinite(value)
+    trainer.label_manager.has_ignore_label = True
+    with pytest.raises(registry.UnsupportedConfigurationError, match="nnUNetTrainerLightMedSeg"):
+        nnUNetTrainerLightMedSeg_Paper._build_loss(trainer)
+
+
+def test_paper_recipe_settings():
+    assert (nnUNetTrainerLightMedSeg_Paper.paper_lr, nnUNetTrainerLightMedSeg_Paper.paper_weight_decay,
+            nnUNetTrainerLightMedSeg_Paper.paper_min_lr) == (2e-4, 1e-5, 1e-9)
+    assert not nnUNetTrainerLightMedSeg_Paper.paper_deep_supervision
+
+
+def test_nnunet_recipe_reduces_the_loss_without_nan():
+    """A few steps of nnU-Net's optimiser (SGD, lr 1e-2, Nesterov momentum 0.99) and loss on a synthetic blob."""
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    net = build(ds=True)
+    size = (12, 16, 12)
+    zz, yy, xx = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in size], indexing="ij")
+    y = (zz ** 2 + yy ** 2 + xx ** 2 < 0.4).float()[None, None].repeat(2, 1, 1, 1, 1)
+    x = y + 0.3 * torch.randn_like(y)
+    targets = [torch.nn.functional.interpolate(y, size=scaled_size(size, s), mode="nearest")
+               for s in net.output_strides]
+    loss_fn = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False},
+                                                    {}, weight_ce=1, weight_dice=1,
+                                                    dice_class=MemoryEfficientSoftDiceLoss), [4 / 7, 2 / 7, 1 / 7, 0])
+    optimizer = torch.optim.SGD(net.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
+    losses = []
+    for _ in range(10):
+        loss = loss_fn(net(x), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-3:]) < losses[0]
