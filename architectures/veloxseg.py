@@ -117,12 +117,11 @@ class PWALayer(nn.Module):
 
 
 class VeloxFeatures(NamedTuple):
-    """What SDKT needs from a forward pass (all at their level's resolution, padded input)."""
+    """What SDKT needs from a forward pass (each at its level's resolution of the padded input)."""
 
     encoder: list[torch.Tensor]        # fused convolution-stream features, levels 1..4
     streams: list[list[torch.Tensor]]  # per modality, transformer features at levels 1..4
     decoder: torch.Tensor              # the segmentation decoder's finest features (up1)
-    padded_size: tuple[int, ...]       # the spatial size the network ran at (input padded)
 
 
 class VeloxSeg(nn.Module):
@@ -211,5 +210,5 @@ class VeloxSeg(nn.Module):
             low = [head(f) for head, f in zip(self.ds_heads, (up2, up3, enc4))]
             logits = [logits] + [crop_to(y, scaled_size(size, s)) for y, s in zip(low, self.output_strides[1:])]
         if self.return_features:
-            return logits, VeloxFeatures(encoder, streams, up1, tuple(x.shape[2:]))
+            return logits, VeloxFeatures(encoder, streams, up1)
         return logits

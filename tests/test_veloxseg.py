@@ -89,6 +89,17 @@ def test_inference_never_runs_the_reconstruction_decoders():
     assert not set(net.state_dict()) & {f"decoders.{k}" for k in teacher.state_dict()}
 
 
+def test_attention_scores_stay_float32_under_autocast(monkeypatch):
+    import torch.nn.functional as F
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, *a, **k: seen.append(q.dtype) or sdpa(q, *a, **k))
+    net = build(2).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(100 * torch.randn(1, 2, 16, 16, 16))
+    assert seen and set(seen) == {torch.float32} and torch.isfinite(y.float()).all()
+
+
 def test_gram_loss_on_known_tensors():
     f = torch.tensor([[1.0, 0.0, 2.0, 0.0], [0.0, 1.0, 0.0, 1.0]]).reshape(1, 2, 4, 1, 1)
     # F F^T = [[5, 0], [0, 2]], normalised by C * voxels = 8

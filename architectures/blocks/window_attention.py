@@ -98,7 +98,7 @@ class PairedWindowAttention(nn.Module):
         padded = tuple(ceil(p / n) * n for p in pooled)
         pad = [v for p, q in zip(reversed(pooled), reversed(padded)) for v in (0, q - p)]
         channels = [slice(part * c + h0 * d, part * c + h1 * d) for part in range(3)]
-        q, k, v = ([], [], [])
+        q, k, v = [], [], []
         for t in qkv:
             for out, sl in zip((q, k, v), channels):
                 y = t[:, sl]
