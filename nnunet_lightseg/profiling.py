@@ -1,0 +1,65 @@
+"""Measure a network: parameters, multiply-accumulates and CPU latency per patch.
+
+GMAC is counted with `torch.utils.flop_counter.FlopCounterMode` and divided by two (papers in
+this field print MACs as "FLOPs"). It counts convolutions and matrix products, not norms or
+elementwise ops. Latency is the median of timed forward passes in inference mode after warm-up.
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_parameters(network: nn.Module) -> int:
+    return sum(p.numel() for p in network.parameters())
+
+
+def count_gmac(network: nn.Module, input_shape: Sequence[int]) -> float:
+    """Multiply-accumulates (in units of 1e9) of one forward pass on a zero tensor of input_shape."""
+    was_training = network.training
+    network.eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        network(torch.zeros(tuple(input_shape)))
+    network.train(was_training)
+    return counter.get_total_flops() / 2e9
+
+
+def measure_latency(network: nn.Module, input_shape: Sequence[int], repeats: int = 5, warmup: int = 1,
+                    threads: int | None = None) -> dict:
+    """Median seconds per forward pass on CPU, with the settings that produced it."""
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        network.eval()
+        x = torch.randn(tuple(input_shape))
+        times = []
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                start = time.perf_counter()
+                network(x)
+                if i >= warmup:
+                    times.append(time.perf_counter() - start)
+        return {"latency_s": statistics.median(times), "latency_runs": repeats, "warmup_runs": warmup,
+                "threads": torch.get_num_threads(), "device": "cpu", "mode": "torch.inference_mode, eval, float32"}
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def machine_description() -> dict:
+    processor = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    processor = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": processor, "python": platform.python_version(), "torch": torch.__version__}
