@@ -7,7 +7,6 @@ import torch
 from nnunet_lightseg import registry
 from nnunet_lightseg.architectures.blocks.window_attention import window_pool_factors
 from nnunet_lightseg.architectures.shapes import scaled_size
-from nnunet_lightseg.architectures.veloxseg import VeloxSeg
 from nnunet_lightseg.architectures.veloxseg_sdkt import SDKTTeacher, gram_loss, gram_matrix, sdkt_losses
 from nnunet_lightseg.zoo.veloxseg import level_strides
 
