@@ -18,6 +18,7 @@ from torch import nn
 
 from nnunet_lightseg.architectures.blocks.ghost import GhostConv
 from nnunet_lightseg.architectures.blocks.squeeze_excitation import SqueezeExcitation
+from nnunet_lightseg.architectures.fast_inference import FastInferenceModule
 from nnunet_lightseg.architectures.shapes import crop_to, cumulative_strides, pad_to_multiple, scaled_size
 
 STEM_CHANNELS = 8  # C0
@@ -202,7 +203,7 @@ class DecoderStage(nn.Module):
         return self.se(gated)
 
 
-class LightMedSeg(nn.Module):
+class LightMedSeg(FastInferenceModule):
     """LightMedSeg for 3D volumes.
 
     strides: four per-axis steps, (stem, pool after stage 1, pool after stage 2, pool after stage 3);

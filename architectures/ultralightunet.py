@@ -16,6 +16,7 @@ from torch import nn
 
 from nnunet_lightseg.architectures.blocks.attention import ChannelAttention, SpatialAttention
 from nnunet_lightseg.architectures.blocks.ops import companion, conv_dim
+from nnunet_lightseg.architectures.fast_inference import FastInferenceModule
 from nnunet_lightseg.architectures.shapes import crop_to, cumulative_strides, pad_to_multiple
 
 VARIANT_CHANNELS = {
@@ -75,6 +76,19 @@ class MKIR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = channel_shuffle(self.mkdc(self.expand(x)), self.shuffle_groups)
         return self.project(out) + self.shortcut(x)
+
+    def fold_channel_shuffle(self) -> None:
+        """Permute the projection's input channels so that it reads the unshuffled MKDC output.
+
+        project(shuffle(h)) == project'(h): for the inference copy (fast_inference.py), the
+        shuffle's layout copy then disappears.
+        """
+        conv = self.project[0]
+        order = channel_shuffle(torch.arange(conv.in_channels).reshape(1, -1, 1), self.shuffle_groups).flatten()
+        weight = torch.empty_like(conv.weight)
+        weight[:, order] = conv.weight
+        conv.weight = nn.Parameter(weight, requires_grad=False)
+        self.shuffle_groups = 1
 
 
 class CMFA(nn.Module):
@@ -137,7 +151,7 @@ class DecoderStage(nn.Module):
         return x + (self.gag(x, skip) if self.gag is not None else skip)
 
 
-class UltraLightUNet(nn.Module):
+class UltraLightUNet(FastInferenceModule):
     """UltraLightUNet: five MKIR encoder stages, five MKIRA decoder stages with GAG skips (Fig. 2).
 
     Args:
@@ -179,6 +193,11 @@ class UltraLightUNet(nn.Module):
         # Heads on the decoder outputs at 1/2, 1/4, 1/8 (the authors' code builds these too).
         self.ds_heads = nn.ModuleList(conv_op(decoder_widths[5 - i], num_classes, 1)
                                       for i in range(1, self.num_deep_supervision_heads + 1))
+
+    def prepare_inference_copy(self) -> None:
+        for module in self.modules():
+            if isinstance(module, MKIR):
+                module.fold_channel_shuffle()
 
     @property
     def output_strides(self) -> list[tuple[int, ...]]:

@@ -2,7 +2,8 @@
 
 GMAC is counted with `torch.utils.flop_counter.FlopCounterMode` and divided by two (papers in
 this field print MACs as "FLOPs"). It counts convolutions and matrix products, not norms or
-elementwise ops. Latency is the median of timed forward passes in inference mode after warm-up.
+elementwise ops, on the plain graph (not the inference fast path of
+architectures/fast_inference.py, which folds and fuses some of them). Latency is the median of timed forward passes in inference mode after warm-up.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from nnunet_lightseg.architectures.fast_inference import plain_path
+
 
 def count_parameters(network: nn.Module) -> int:
     return sum(p.numel() for p in network.parameters())
@@ -24,7 +27,7 @@ def count_gmac(network: nn.Module, input_shape: Sequence[int]) -> float:
     """Multiply-accumulates (in units of 1e9) of one forward pass on a zero tensor of input_shape."""
     was_training = network.training
     network.eval()
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with torch.inference_mode(), plain_path(), FlopCounterMode(display=False) as counter:
         network(torch.zeros(tuple(input_shape)))
     network.train(was_training)
     return counter.get_total_flops() / 2e9

@@ -1,0 +1,276 @@
+"""CPU inference fast path: an optimised copy of a network, used in eval mode with gradients off.
+
+A network that subclasses `FastInferenceModule` keeps its ordinary graph for training. When it is
+called in eval mode, with gradients disabled (nnU-Net's predictor runs under
+`torch.inference_mode`), on a float32 CPU input and outside autocast, the call runs a cached copy
+instead. The copy computes the same function, rewritten for speed:
+
+- batch norm in eval mode (an affine map of running statistics) folded into the preceding conv;
+- the activation after a conv fused into the oneDNN conv kernel (`mkldnn._convolution_pointwise`),
+  which also keeps grouped and depthwise convs off torch's generic `slow_conv3d` path;
+- a 1x1 conv as a matrix product over the channels-last view; a 1x1 depthwise conv as a
+  per-channel scale and shift;
+- weights and activations in the network's `inference_memory_format` (channels-last by default),
+  where the oneDNN kernels avoid layout copies;
+- whatever the network adds in `prepare_inference_copy` (e.g. a channel shuffle folded into weights).
+
+The copy lives outside the module tree: state_dict keys, parameters and checkpoints are unchanged.
+It is rebuilt when any parameter or buffer changes (storage or version counter), on
+`load_state_dict` and on `train()`. Set NNUNET_LIGHTSEG_FAST_INFERENCE=0 to run the plain graph.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import weakref
+from contextlib import contextmanager
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENVIRONMENT_VARIABLE = "NNUNET_LIGHTSEG_FAST_INFERENCE"
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_forced_off = 0
+
+
+def enabled() -> bool:
+    """False when NNUNET_LIGHTSEG_FAST_INFERENCE is 0/false/no/off, or inside `plain_path()`."""
+    return _forced_off == 0 and os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() not in ("0", "false",
+                                                                                                    "no", "off")
+
+
+@contextmanager
+def plain_path():
+    """Run networks on their plain graph inside this block (e.g. to count MACs or compare outputs)."""
+    global _forced_off
+    _forced_off += 1
+    try:
+        yield
+    finally:
+        _forced_off -= 1
+
+
+# oneDNN post-op names for the activations it can fuse into a conv: (attr, scalars, algorithm).
+def _onednn_activation(module: nn.Module) -> Optional[tuple]:
+    if type(module) is nn.ReLU:
+        return "relu", [], ""
+    if type(module) in (nn.ReLU6, nn.Hardtanh):
+        return "hardtanh", [float(module.min_val), float(module.max_val)], ""
+    if type(module) is nn.Sigmoid:
+        return "sigmoid", [], ""
+    if type(module) is nn.SiLU:
+        return "swish", [], ""
+    if type(module) is nn.GELU:
+        return "gelu", [], module.approximate
+    if type(module) is nn.LeakyReLU:
+        return "leaky_relu", [float(module.negative_slope)], ""
+    return None
+
+
+class FastConv(nn.Module):
+    """conv (bias included) followed by an optional activation, run by the fastest CPU kernel.
+
+    1x1 dense, stride 1: a matrix product over the channels-last view of the input. 1x1
+    depthwise, stride 1: x * w + b per channel. Anything else: oneDNN's conv with the activation
+    as a post-op. Weights are copies (buffers, not parameters).
+    """
+
+    def __init__(self, conv: nn.Module, activation: Optional[nn.Module] = None):
+        super().__init__()
+        weight = conv.weight.detach().clone()
+        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(weight.shape[0])
+        self.dim = weight.ndim - 2
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        unit = all(k == 1 for k in weight.shape[2:]) and all(s == 1 for s in self.stride) and not any(self.padding)
+        depthwise = self.groups == conv.in_channels == conv.out_channels
+        self.kind = "matmul" if unit and self.groups == 1 else "scale" if unit and depthwise else "onednn"
+        if self.kind == "matmul":
+            weight = weight.flatten(1)
+        elif self.kind == "scale":
+            weight = weight.reshape(1, -1, *(1,) * self.dim)
+            bias = bias.reshape(weight.shape)
+        self.register_buffer("weight", weight, persistent=False)
+        self.register_buffer("bias", bias, persistent=False)
+        fused = _onednn_activation(activation) if activation is not None and self.kind == "onednn" else None
+        self.post_op = fused or ("none", [], "")
+        self.activation = None if fused else activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "matmul":
+            last = (0, *range(2, x.ndim), 1)
+            y = F.linear(x.permute(last), self.weight, self.bias)
+            y = y.permute(0, x.ndim - 1, *range(1, x.ndim - 1))
+        elif self.kind == "scale":
+            y = torch.addcmul(self.bias, x, self.weight)
+        else:
+            attr, scalars, algorithm = self.post_op
+            y = torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, self.padding, self.stride,
+                                                        self.dilation, self.groups, attr, scalars, algorithm)
+        return self.activation(y) if self.activation is not None else y
+
+
+def fold_batch_norm(conv: nn.Module, norm: nn.Module) -> None:
+    """conv <- norm(conv(.)) in place, for a batch norm in eval mode (running statistics)."""
+    scale = norm.weight.detach() if norm.affine else torch.ones_like(norm.running_var)
+    scale = scale * torch.rsqrt(norm.running_var + norm.eps)
+    shift = norm.bias.detach() if norm.affine else torch.zeros_like(norm.running_mean)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(shift)
+    conv.weight = nn.Parameter(conv.weight.detach() * scale.reshape(-1, *(1,) * (conv.weight.ndim - 1)),
+                               requires_grad=False)
+    conv.bias = nn.Parameter((bias - norm.running_mean) * scale + shift, requires_grad=False)
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _rewritable(conv: nn.Module) -> bool:
+    return type(conv) in _CONVS and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+
+
+def rewrite_convs(module: nn.Module) -> None:
+    """Fold batch norms into convs and replace convs by `FastConv`, recursively and in place.
+
+    Inside an `nn.Sequential`, a conv followed by a batch norm (running statistics) absorbs it, and
+    a fusable activation after that joins the conv; the absorbed entries become `nn.Identity`, so
+    indices stay. Every other plain conv becomes a `FastConv` on its own.
+    """
+    for name, child in list(module.named_children()):
+        if _rewritable(child):
+            setattr(module, name, FastConv(child))
+        else:
+            _rewrite_inside(child)
+
+
+def _rewrite_sequence(sequence: nn.Sequential) -> None:
+    modules, names = sequence._modules, list(sequence._modules)
+    i = 0
+    while i < len(names):
+        child = modules[names[i]]
+        if not _rewritable(child):
+            _rewrite_inside(child)
+            i += 1
+            continue
+        j = i + 1
+        if j < len(names) and type(modules[names[j]]) in _BATCH_NORMS and modules[names[j]].track_running_stats:
+            fold_batch_norm(child, modules[names[j]])
+            modules[names[j]] = nn.Identity()
+            j += 1
+        activation = modules[names[j]] if j < len(names) else None
+        if activation is not None and _onednn_activation(activation) is not None:
+            modules[names[i]], modules[names[j]] = FastConv(child, activation), nn.Identity()
+            j += 1
+        else:
+            modules[names[i]] = FastConv(child)
+        i = j
+
+
+def _rewrite_inside(module: nn.Module) -> None:
+    if isinstance(module, nn.Sequential):
+        _rewrite_sequence(module)
+    else:
+        rewrite_convs(module)
+
+
+def _to_memory_format(value, memory_format):
+    if torch.is_tensor(value) and value.ndim == {torch.channels_last: 4, torch.channels_last_3d: 5}[memory_format]:
+        return value.contiguous(memory_format=memory_format)
+    return value
+
+
+def _contiguous(value):
+    if torch.is_tensor(value):
+        return value.contiguous()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_contiguous(v) for v in value)
+    return value
+
+
+def cached_copy(network: nn.Module) -> Optional[nn.Module]:
+    """The inference copy `network` last ran, or None (none built, or dropped since)."""
+    cached = _CACHE.get(network)
+    return cached[1] if cached is not None else None
+
+
+def _drop_cache(module: nn.Module, *_) -> None:
+    _CACHE.pop(module, None)
+
+
+STEPS = ("network_specific", "rewrite_convs", "memory_format")
+
+
+def build_inference_copy(network: nn.Module, ndim: int, steps=STEPS) -> nn.Module:
+    """An eval-mode copy of `network` with the rewrites named in `steps` applied, for inputs of `ndim` axes.
+
+    "network_specific": the network's `prepare_inference_copy`; "rewrite_convs": `rewrite_convs`;
+    "memory_format": weights in the network's `inference_memory_format`. The copy's
+    `memory_format` attribute is the layout its inputs should have (None: leave them).
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        fast = copy.deepcopy(network).eval()
+        fast._is_inference_copy = True
+        if "network_specific" in steps:
+            fast.prepare_inference_copy()
+        if "rewrite_convs" in steps:
+            rewrite_convs(fast)
+        fast.requires_grad_(False)
+        fast.memory_format = None
+        if "memory_format" in steps and network.inference_memory_format == "channels_last":
+            fast.memory_format = torch.channels_last_3d if ndim == 5 else torch.channels_last
+            for owner in fast.modules():
+                for name, tensor in (*owner._parameters.items(), *owner._buffers.items()):
+                    if tensor is not None and tensor.ndim == ndim:
+                        tensor.data = tensor.data.contiguous(memory_format=fast.memory_format)
+    return fast
+
+
+def run_inference_copy(fast: nn.Module, *args, **kwargs):
+    """Call an inference copy: inputs in its memory format, outputs back in the default one."""
+    if fast.memory_format is not None:
+        args = tuple(_to_memory_format(a, fast.memory_format) for a in args)
+    return _contiguous(fast(*args, **kwargs))
+
+
+class FastInferenceModule(nn.Module):
+    """Base class of the networks: adds the cached inference fast path described in this module.
+
+    Subclasses may set `inference_memory_format` ("channels_last" or "contiguous") and override
+    `prepare_inference_copy` for network-specific rewrites of the copy.
+    """
+
+    inference_memory_format = "channels_last"
+
+    def __init__(self):
+        super().__init__()
+        self.register_load_state_dict_post_hook(_drop_cache)
+
+    def prepare_inference_copy(self) -> None:
+        """Network-specific rewrites of the inference copy (called on the copy, in place)."""
+
+    def train(self, mode: bool = True):
+        if mode:
+            _drop_cache(self)
+        return super().train(mode)
+
+    def __call__(self, *args, **kwargs):
+        fast = self._inference_copy(args)
+        if fast is None:
+            return super().__call__(*args, **kwargs)
+        return run_inference_copy(fast, *args, **kwargs)
+
+    def _inference_copy(self, args) -> Optional[nn.Module]:
+        if self.training or torch.is_grad_enabled() or getattr(self, "_is_inference_copy", False) or not enabled():
+            return None
+        x = args[0] if args else None
+        if not torch.is_tensor(x) or x.device.type != "cpu" or x.dtype != torch.float32 \
+                or torch.is_autocast_enabled("cpu") or x.ndim not in (4, 5):
+            return None
+        key = (x.ndim, tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers())))
+        cached = _CACHE.get(self)
+        if cached is None or cached[0] != key:
+            cached = (key, build_inference_copy(self, x.ndim))
+            _CACHE[self] = cached
+        return cached[1]
