@@ -1,9 +1,14 @@
-"""`nnunet-lightseg`: list the models, profile them, run the demo."""
+"""`nnunet-lightseg`: list the models, profile them, run the demo, benchmark and report."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+# The default paper trainers every benchmark runs (with nnU-Net's default as the reference).
+DEFAULT_TRAINERS = ("nnUNetTrainerUltraLightUNet", "nnUNetTrainerLightMedSeg", "nnUNetTrainerDALight3D",
+                    "nnUNetTrainerVeloxSeg")
 
 
 def _trainers_by_model() -> dict[str, list[str]]:
@@ -19,7 +24,15 @@ def _trainers_by_model() -> dict[str, list[str]]:
 
 def command_list(args) -> int:
     from nnunet_lightseg import registry
+    from nnunet_lightseg.baselines import baseline_rows
 
+    if args.baselines:
+        rows = baseline_rows()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        for row in [] if args.json else rows:
+            print(f"{row['entry']:<40} {row['description']}\n{'':<40} paper: {row['paper']}")
+        return 0
     by_model = _trainers_by_model()
     rows = [{"model": spec.name, "family": spec.family, "dims": list(spec.dims), "paper": spec.paper,
              "description": spec.description, "trainers": by_model.get(spec.name.lower(), [])}
@@ -33,10 +46,18 @@ def command_list(args) -> int:
         print(f"{'':<28} trainers: {', '.join(row['trainers']) or '-'}")
         print(f"{'':<28} paper: {row['paper']}")
     print("\nShort schedules: append _<N>epochs to any trainer name, e.g. nnUNetTrainerUltraLightUNet_5epochs.")
+    print("Baselines (nnU-Net's default, ResEnc M, MONAI networks): nnunet-lightseg list --baselines")
     return 0
 
 
 def command_profile(args) -> int:
+    if args.dataset is not None:
+        return command_profile_plan(args)
+    missing = [flag for flag, value in (("MODEL", args.model), ("--in-channels", args.in_channels),
+                                        ("--classes", args.classes), ("--patch", args.patch)) if value is None]
+    if missing:
+        raise SystemExit(f"nnunet-lightseg profile: give {', '.join(missing)} (a model in the paper's configuration), "
+                         f"or -d DATASET -c CONFIGURATION to profile trainers at a plan's patch size.")
     from nnunet_lightseg import profiling, registry
 
     spec = registry.get(args.model)
@@ -62,6 +83,62 @@ def command_profile(args) -> int:
     return 0
 
 
+def command_profile_plan(args) -> int:
+    from nnunet_lightseg import plan_profile
+    from nnunet_lightseg.baselines import parse_entry
+
+    if args.configuration is None:
+        raise SystemExit("nnunet-lightseg profile: -d needs -c CONFIGURATION as well, e.g. -c 3d_fullres")
+    if args.model is not None:
+        raise SystemExit(f"nnunet-lightseg profile: give either MODEL ({args.model}) or -d/-c, not both; "
+                         f"with -d, name trainers with --trainers.")
+    try:
+        entries = [parse_entry(t) for t in args.trainers]
+        result = plan_profile.profile(args.dataset, args.configuration, entries, device=args.device,
+                                      threads=args.threads, repeats=args.repeats, predictor=args.predictor,
+                                      tile_step_size=args.tile_step, mirroring=not args.no_mirroring,
+                                      progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except (ValueError, plan_profile.ProfileError) as error:
+        raise SystemExit(f"nnunet-lightseg profile: {error}")
+    output = args.output or plan_profile.default_output(result["dataset"], args.configuration)
+    plan_profile.write(result, output)
+    print(json.dumps(result, indent=2) if args.json else plan_profile.format_table(result))
+    print(f"profile written to {output}", file=sys.stderr)
+    return 0
+
+
+def command_report(args) -> int:
+    from nnunet_lightseg import report
+    from nnunet_lightseg.plan_profile import ProfileError
+
+    try:
+        folder = report.results_folder(args.dataset)
+        profile_path = args.profile or os.path.join(folder, f"lightseg_profile_{args.configuration}.json")
+        profile = None
+        if os.path.isfile(profile_path):
+            with open(profile_path) as f:
+                profile = json.load(f)
+        elif args.profile:
+            raise report.ReportError(f"--profile {args.profile} does not exist; run nnunet-lightseg profile first.")
+        built = report.build(folder, args.configuration, reference=args.reference, profile=profile,
+                             surface=not args.no_surface, tolerance_mm=args.nsd_tolerance)
+        output = args.output or f"lightseg-report-{os.path.basename(folder)}-{args.configuration}"
+        written = report.write(built, output, f"{os.path.basename(folder)} {args.configuration}")
+    except (report.ReportError, ProfileError, FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"nnunet-lightseg report: {error}")
+    print(built["summary"].to_string(index=False))
+    print("\n".join(["", *built["notes"], "", "written:", *written]))
+    return 0
+
+
+def command_benchmark(args) -> int:
+    from nnunet_lightseg.benchmark import run_benchmark
+
+    if args.epochs is not None and args.epochs < 1 or args.iterations is not None and args.iterations < 1:
+        raise SystemExit("nnunet-lightseg benchmark: --epochs and --iterations must be at least 1")
+    return run_benchmark(args, say=lambda line: print(line, flush=True))
+
+
 def command_demo(args) -> int:
     from nnunet_lightseg.demo import run_demo
 
@@ -74,18 +151,59 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("list", help="every model with its trainers, paper and dimensionality")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--baselines", action="store_true", help="the baselines instead: nnU-Net's default, ResEnc M, MONAI")
     p.set_defaults(func=command_list)
 
-    p = commands.add_parser("profile", help="params, GMAC and CPU latency of a model in the paper's configuration")
-    p.add_argument("model", help="trainer name without the nnUNetTrainer prefix, e.g. UltraLightUNet_M")
-    p.add_argument("--in-channels", type=int, required=True)
-    p.add_argument("--classes", type=int, required=True)
-    p.add_argument("--patch", type=int, nargs="+", required=True, help="D H W (3D) or H W (2D)")
+    p = commands.add_parser(
+        "profile", help="a model in the paper's configuration (MODEL --in-channels --classes --patch), or every "
+                        "trainer at a plan's patch size (-d DATASET -c CONFIGURATION)")
+    p.add_argument("model", nargs="?", help="trainer name without the nnUNetTrainer prefix, e.g. UltraLightUNet_M")
+    p.add_argument("--in-channels", type=int)
+    p.add_argument("--classes", type=int)
+    p.add_argument("--patch", type=int, nargs="+", help="D H W (3D) or H W (2D)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the latency (default: torch's)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-latency", action="store_true", help="count params and GMAC only")
     p.add_argument("--json", action="store_true")
+    p.add_argument("-d", dest="dataset", help="with -c: profile trainers on this dataset's plan")
+    p.add_argument("-c", dest="configuration", help="the plan's configuration, e.g. 3d_fullres")
+    p.add_argument("--trainers", nargs="+", default=list(DEFAULT_TRAINERS),
+                   help="TRAINER or TRAINER__PLANS (default: the paper models' default trainers; nnUNetTrainer is "
+                        "always added as the reference)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--predictor", action="store_true",
+                   help="also time nnUNetPredictor end to end on a random case of the plan's median shape (slow)")
+    p.add_argument("--tile-step", type=float, default=0.5, help="predictor tile step (nnU-Net's default 0.5)")
+    p.add_argument("--no-mirroring", action="store_true", help="predictor without test-time mirroring")
+    p.add_argument("--output", help="profile JSON (default: <nnUNet_results>/<dataset>/lightseg_profile_<C>.json)")
     p.set_defaults(func=command_profile)
+
+    p = commands.add_parser("report", help="tables, tests and plots of every trainer's results on a dataset")
+    p.add_argument("-d", dest="dataset", required=True)
+    p.add_argument("-c", dest="configuration", required=True)
+    p.add_argument("--reference", help="the trainer (TRAINER or TRAINER__PLANS) the tests compare against "
+                                       "(default: nnUNetTrainer)")
+    p.add_argument("--profile", help="profile JSON (default: <nnUNet_results>/<dataset>/lightseg_profile_<C>.json)")
+    p.add_argument("--no-surface", action="store_true", help="skip HD95 and NSD (they read every prediction)")
+    p.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
+    p.add_argument("--output", help="report folder (default ./lightseg-report-<dataset>-<C>)")
+    p.set_defaults(func=command_report)
+
+    p = commands.add_parser(
+        "benchmark", help="train, validate, profile and report every trainer (the built-in demo data without -d)")
+    p.add_argument("-d", dest="dataset", help="your dataset (default: the built-in demo data)")
+    p.add_argument("-c", dest="configuration", help="configuration, e.g. 3d_fullres (with -d)")
+    p.add_argument("--trainers", nargs="+", help="TRAINER or TRAINER__PLANS, e.g. "
+                   "nnUNetTrainer__nnUNetResEncUNetMPlans (default: nnUNetTrainer and the paper models' trainers)")
+    p.add_argument("--folds", type=int, nargs="+", default=[0])
+    p.add_argument("--epochs", type=int, help="short schedule (demo default 5; with -d default nnU-Net's 1000)")
+    p.add_argument("--iterations", type=int, help="iterations per epoch (demo default 20; with -d nnU-Net's 250)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--predictor", action="store_true", help="time nnUNetPredictor end to end in the profile")
+    p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--no-surface", action="store_true", help="skip HD95 and NSD in the report")
+    p.add_argument("--output", default="lightseg-benchmark", help="working folder (default ./lightseg-benchmark)")
+    p.set_defaults(func=command_benchmark)
 
     p = commands.add_parser("demo", help="generate demo data, plan, train a short CPU schedule, predict, evaluate")
     p.add_argument("--output", default="lightseg-demo", help="working folder (default ./lightseg-demo)")

@@ -1,0 +1,287 @@
+"""`nnunet-lightseg report -d D -c C`: every trainer's results on one dataset, compared.
+
+Reads nnU-Net's own evaluation, `fold_<k>/validation/summary.json` (and the cross-validation
+`crossval_results_folds_*/summary.json` where `nnUNetv2_find_best_configuration` made one), of
+every `<trainer>__<plans>__<C>` folder under nnUNet_results/<dataset>, and the profile JSON of
+`nnunet-lightseg profile` when there is one. Writes into the output folder:
+- report.md, report.csv, report.html (self-contained: tables and plots inline), per_case.csv,
+  statistics.csv;
+- Dice per class and foreground mean, mean ± std over folds; HD95 and NSD (MONAI, in mm of each
+  image's spacing, see `surface`) from the saved validation predictions;
+- paired per-case Wilcoxon tests against the reference with Holm's correction and bootstrap
+  CIs (`stats`); PNG plots of Dice against GMAC and params with the Pareto front, and per-case
+  box plots (`plots`).
+"""
+from __future__ import annotations
+
+import base64
+import glob
+import html
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from nnunet_lightseg import stats
+from nnunet_lightseg.baselines import DEFAULT_PLANS, Entry
+
+SUMMARY = "summary.json"
+
+
+class ReportError(RuntimeError):
+    """Nothing to report, or a reference that is not there; the message says what to do."""
+
+
+def results_folder(dataset: str) -> str:
+    from nnunet_lightseg.plan_profile import dataset_name
+
+    nnUNet_results = os.environ.get("nnUNet_results")
+    if not nnUNet_results:
+        raise ReportError("nnUNet_results is not set: export it as for nnUNetv2_train.")
+    return os.path.join(nnUNet_results, dataset_name(dataset))
+
+
+@dataclass
+class Run:
+    """One `<trainer>__<plans>__<configuration>` results folder."""
+
+    entry: Entry
+    folder: str
+    folds: dict[int, dict] = field(default_factory=dict)  # fold -> validation summary.json
+    crossval: dict | None = None
+    error: str | None = None  # set by the benchmark when training failed
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+def collect(folder: str, configuration: str) -> list[Run]:
+    """Every run of `configuration` under a dataset's results folder, with its finished folds."""
+    runs = []
+    for path in sorted(glob.glob(os.path.join(folder, f"*__*__{configuration}"))):
+        trainer, plans, _ = os.path.basename(path).split("__", 2)
+        run = Run(Entry(trainer, plans), path)
+        for summary in glob.glob(os.path.join(path, "fold_*", "validation", SUMMARY)):
+            fold = re.fullmatch(r"fold_(\d+)", os.path.basename(os.path.dirname(os.path.dirname(summary))))
+            if fold:
+                run.folds[int(fold[1])] = _load(summary)
+        crossval = sorted(glob.glob(os.path.join(path, "crossval_results_folds_*", SUMMARY)))
+        if crossval:
+            run.crossval = _load(crossval[-1])
+        runs.append(run)
+    return sorted(runs, key=lambda r: (r.entry.trainer, r.entry.plans))
+
+
+def _load(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def case_id(file: str) -> str:
+    name = os.path.basename(file)
+    return re.sub(r"(\.nii\.gz|\.[A-Za-z0-9]+)$", "", name)
+
+
+def per_case_rows(run: Run) -> list[dict]:
+    """One row per validation case and label: Dice from nnU-Net's summary.json."""
+    rows = []
+    for fold, summary in sorted(run.folds.items()):
+        for case in summary["metric_per_case"]:
+            for label, metrics in case["metrics"].items():
+                rows.append({"model": run.name, "fold": fold, "case": case_id(case["reference_file"]),
+                             "label": label, "Dice": metrics["Dice"], "prediction_file": case["prediction_file"],
+                             "reference_file": case["reference_file"]})
+    return rows
+
+
+def add_surface_metrics(cases: pd.DataFrame, tolerance_mm: float) -> pd.DataFrame:
+    """HD95 and NSD per case and label (integer labels only), computed from the saved files."""
+    from nnunet_lightseg import surface
+
+    cases = cases.copy()
+    cases["HD95"], cases["NSD"], cases["spacing"] = math.nan, math.nan, ""
+    integer = cases["label"].str.fullmatch(r"\d+")
+    for (prediction, reference), group in cases[integer].groupby(["prediction_file", "reference_file"]):
+        labels = sorted(int(label) for label in group["label"])
+        result = surface.case_metrics(prediction, reference, labels, tolerance_mm)
+        for index, label in zip(group.index, group["label"]):
+            cases.loc[index, ["HD95", "NSD"]] = [result["per_label"][label]["HD95"], result["per_label"][label]["NSD"]]
+            cases.loc[index, "spacing"] = "x".join(f"{s:g}" for s in result["spacing"])
+    return cases
+
+
+def fold_means(cases: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Per model, fold and label: the mean over cases (NaN-aware, as nnU-Net's summary)."""
+    return cases.groupby(["model", "fold", "label"])[metrics].mean().reset_index()
+
+
+def summary_table(runs: list[Run], cases: pd.DataFrame, metrics: list[str], profile: dict | None) -> pd.DataFrame:
+    """One row per model: folds, per-class metrics and their foreground mean as mean ± std over folds."""
+    per_fold = fold_means(cases, metrics) if len(cases) else pd.DataFrame(columns=["model", "fold", "label"])
+    rows = []
+    for run in runs:
+        row = {"model": run.name, "folds": ",".join(str(f) for f in sorted(run.folds)) or "-"}
+        mine = per_fold[per_fold["model"] == run.name]
+        for metric in metrics:
+            for label, group in mine.groupby("label"):
+                row[f"{metric} {label}"] = _mean_std(group[metric])
+            foreground = mine.groupby("fold")[metric].mean()
+            row[f"{metric} mean"] = _mean_std(foreground)
+        if run.crossval is not None:
+            row["Dice cross-val"] = f"{run.crossval['foreground_mean']['Dice']:.4f}"
+        row.update(_profile_columns(run.entry, profile))
+        row["error"] = run.error or ("" if run.folds else "no finished fold")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _mean_std(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "-"
+    return f"{values.mean():.4f}" + (f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else "")
+
+
+def architecture(entry: Entry) -> tuple[str, str]:
+    """What the profile measures: the network, i.e. the trainer without its schedule, on its plans."""
+    trainer = re.sub(r"_\d+epochs?$", "", entry.trainer)
+    return ("nnUNetTrainer" if trainer == "nnUNetTrainerBaseline" else trainer), entry.plans
+
+
+PROFILE_COLUMNS = {"params": "params", "gmac": "GMAC", "latency_s": "latency s/patch",
+                   "train_step_s": "train step s", "speedup_vs_reference": "speed-up",
+                   "mac_ratio_vs_reference": "MAC ratio", "predictor_s_per_case": "predictor s/case"}
+
+
+def profile_row(entry: Entry, profile: dict | None) -> dict | None:
+    if not profile:
+        return None
+    for row in profile["results"]:
+        candidate = Entry(*row["entry"].split("__")) if "__" in row["entry"] else Entry(row["entry"])
+        if architecture(candidate) == architecture(entry) and "error" not in row:
+            return row
+    return None
+
+
+def _profile_columns(entry: Entry, profile: dict | None) -> dict:
+    row = profile_row(entry, profile)
+    if row is None:
+        return {}
+    return {label: row[key] for key, label in PROFILE_COLUMNS.items() if key in row}
+
+
+def case_scores(cases: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per model: each case's foreground-mean Dice (the quantity the paired tests compare)."""
+    means = cases.groupby(["model", "case"])["Dice"].mean()
+    return {model: group.droplevel(0).to_dict() for model, group in means.groupby(level=0)}
+
+
+def choose_reference(runs: list[Run], requested: str | None) -> str | None:
+    names = [r.name for r in runs if r.folds]
+    if requested:
+        if requested not in names:
+            raise ReportError(f"reference {requested!r} has no finished fold here; the trainers with results are: "
+                              f"{', '.join(names) or 'none'}.")
+        return requested
+    return next((r.name for r in runs if r.folds and r.entry.is_nnunet_default), None)
+
+
+def build(folder: str, configuration: str, reference: str | None = None, profile: dict | None = None,
+          surface: bool = True, tolerance_mm: float = 1.0, errors: dict[str, str] | None = None) -> dict:
+    """Everything the report shows, as tables (pandas) and notes."""
+    runs = collect(folder, configuration)
+    for name, message in (errors or {}).items():
+        run = next((r for r in runs if r.name == name), None)
+        if run is None:
+            trainer, _, plans = name.partition("__")
+            run = Run(Entry(trainer, plans or DEFAULT_PLANS), "")
+            runs.append(run)
+        run.error = message
+    if not runs:
+        raise ReportError(f"no results of configuration {configuration!r} in {folder}: train first "
+                          f"(nnUNetv2_train or nnunet-lightseg benchmark).")
+    cases = pd.DataFrame([row for run in runs for row in per_case_rows(run)],
+                         columns=["model", "fold", "case", "label", "Dice", "prediction_file", "reference_file"])
+    metrics = ["Dice"]
+    notes = []
+    if surface and len(cases):
+        cases = add_surface_metrics(cases, tolerance_mm)
+        metrics += ["HD95", "NSD"]
+        from nnunet_lightseg.surface import library_version
+
+        spacings = sorted(set(cases["spacing"]) - {""})
+        notes.append(f"HD95 (mm) and NSD at {tolerance_mm:g} mm computed with {library_version()} "
+                     f"(compute_hausdorff_distance, compute_surface_dice) in the images' spacing: "
+                     f"{', '.join(spacings) or '-'} mm (z×y×x). NaN where a class is absent.")
+    reference = choose_reference(runs, reference)
+    comparisons = pd.DataFrame()
+    if reference is None:
+        notes.append("No reference (nnUNetTrainer on nnUNetPlans) has results: no paired tests. Name one with "
+                     "--reference.")
+    elif len(runs) > 1:
+        scores = case_scores(cases)
+        comparisons = pd.DataFrame(stats.compare(scores, reference))
+        intervals = {m: stats.bootstrap_ci(list(v.values())) for m, v in scores.items()}
+        comparisons.insert(1, "Dice mean", [float(np.nanmean(list(scores[m].values()))) for m in comparisons["model"]])
+        comparisons.insert(2, "Dice CI low", [intervals[m][0] for m in comparisons["model"]])
+        comparisons.insert(3, "Dice CI high", [intervals[m][1] for m in comparisons["model"]])
+        notes.append(f"Paired two-sided Wilcoxon signed-rank tests of per-case foreground-mean Dice against {reference} "
+                     f"(scipy), Holm-corrected over {len(comparisons)} tests (statsmodels), alpha 0.05; 95% "
+                     f"percentile bootstrap CIs ({stats.BOOTSTRAP_RESAMPLES} resamples) of the mean.")
+    if profile:
+        m = profile["machine"]
+        notes.append(f"Profile: patch size of each plan, device {profile['device']}, {m['torch_threads']} threads, "
+                     f"{m.get('gpu', m['cpu'])}, torch {m['torch']}; speed-up and MAC ratio against "
+                     f"{profile['reference']}.")
+    return {"summary": summary_table(runs, cases, metrics, profile), "cases": cases, "comparisons": comparisons,
+            "notes": notes, "reference": reference, "configuration": configuration, "folder": folder}
+
+
+def write(report: dict, output: str, title: str) -> list[str]:
+    """report.md, report.csv, per_case.csv, statistics.csv, the PNG plots and report.html."""
+    from nnunet_lightseg import plots
+
+    os.makedirs(output, exist_ok=True)
+    summary, comparisons = report["summary"], report["comparisons"]
+    written = []
+
+    def path(name):
+        written.append(os.path.join(output, name))
+        return written[-1]
+
+    summary.to_csv(path("report.csv"), index=False)
+    report["cases"].to_csv(path("per_case.csv"), index=False)
+    comparisons.to_csv(path("statistics.csv"), index=False)
+    images = plots.write_all(report, output)
+    written += images
+    with open(path("report.md"), "w") as f:
+        f.write(f"# {title}\n\n" + summary.to_markdown(index=False, floatfmt=".4g") + "\n\n")
+        if len(comparisons):
+            f.write(f"## Against {report['reference']}\n\n" + comparisons.to_markdown(index=False, floatfmt=".4g")
+                    + "\n\n")
+        f.write("".join(f"- {note}\n" for note in report["notes"]))
+        f.write("".join(f"\n![{os.path.basename(i)}]({os.path.basename(i)})\n" for i in images))
+    with open(path("report.html"), "w") as f:
+        f.write(_html(report, title, images))
+    return written
+
+
+def _html(report: dict, title: str, images: list[str]) -> str:
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:90%}"
+             "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:48%}</style>",
+             f"<h1>{html.escape(title)}</h1>", report["summary"].to_html(index=False, float_format="{:.4g}".format)]
+    if len(report["comparisons"]):
+        parts += [f"<h2>Against {html.escape(report['reference'])}</h2>",
+                  report["comparisons"].to_html(index=False, float_format="{:.4g}".format)]
+    parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report["notes"]) + "</ul>")
+    for image in images:
+        with open(image, "rb") as f:
+            parts.append(f"<img alt='{os.path.basename(image)}' src='data:image/png;base64,"
+                         f"{base64.b64encode(f.read()).decode()}'>")
+    return "\n".join(parts)

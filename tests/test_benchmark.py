@@ -1,0 +1,112 @@
+"""The benchmark's orchestration with a fake command runner: no training happens."""
+import argparse
+import json
+import os
+
+import pytest
+
+from nnunet_lightseg import benchmark
+from nnunet_lightseg.baselines import Entry
+
+DATASET = "Dataset999_Tiny"
+CONFIGURATION = "3d_fullres"
+
+
+class FakeRunner:
+    """Plays nnUNetv2_train: writes the files a finished fold has; `fail` trainers exit 1,
+    `interrupt` trainers stop after their first checkpoint (once)."""
+
+    def __init__(self, env, fail=(), interrupt=()):
+        self.env, self.fail, self.interrupt, self.commands = env, set(fail), set(interrupt), []
+
+    def __call__(self, command, env, log_path):
+        self.commands.append(command)
+        assert command[0] == "nnUNetv2_train" and env["NNUNET_LIGHTSEG_ITERATIONS"] == "3"
+        _, dataset, configuration, fold, _, trainer, _, plans, *_ = command
+        if trainer in self.fail:
+            raise benchmark.StepFailed(f"nnUNetv2_train exited 1 (log {log_path}):\nRuntimeError: boom")
+        folder = os.path.join(env["nnUNet_results"], dataset, f"{trainer}__{plans}__{configuration}", f"fold_{fold}")
+        os.makedirs(os.path.join(folder, "validation"), exist_ok=True)
+        if trainer in self.interrupt:
+            self.interrupt.remove(trainer)
+            open(os.path.join(folder, "checkpoint_latest.pth"), "w").close()
+            raise benchmark.StepFailed("nnUNetv2_train exited -9 (killed)")
+        open(os.path.join(folder, "checkpoint_final.pth"), "w").close()
+        case = os.path.join(folder, "validation", f"case_{fold}.nii.gz")
+        with open(os.path.join(folder, "validation", "summary.json"), "w") as f:
+            json.dump({"metric_per_case": [{"metrics": {"1": {"Dice": 0.5 + int(fold) / 10}},
+                                            "prediction_file": case, "reference_file": case}],
+                       "foreground_mean": {"Dice": 0.5}}, f)
+
+
+@pytest.fixture
+def user_dataset(tmp_path, monkeypatch):
+    """nnU-Net folders with a planned and preprocessed dataset (the plan itself is not read)."""
+    env = {}
+    for variable, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"), ("nnUNet_results", "results")):
+        env[variable] = str(tmp_path / sub)
+        monkeypatch.setenv(variable, env[variable])
+    preprocessed = tmp_path / "preprocessed" / DATASET
+    (preprocessed / "tiny_data").mkdir(parents=True)
+    (preprocessed / "nnUNetPlans.json").write_text(json.dumps(
+        {"configurations": {CONFIGURATION: {"data_identifier": "tiny_data"}}}))
+    return env
+
+
+def arguments(tmp_path, **overrides):
+    values = dict(dataset=DATASET, configuration=CONFIGURATION, trainers=["nnUNetTrainer", "nnUNetTrainerVeloxSeg"],
+                  folds=[0, 1], epochs=2, iterations=3, device="cpu", predictor=False, no_profile=True,
+                  no_surface=True, output=str(tmp_path / "bench"))
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+def test_interrupted_run_resumes_and_finished_folds_are_skipped(tmp_path, user_dataset):
+    runner = FakeRunner(user_dataset, interrupt={"nnUNetTrainerVeloxSeg_2epochs"})
+    lines = []
+    assert benchmark.run_benchmark(arguments(tmp_path), runner=runner, say=lines.append) == 1
+    trained = [(c[5], c[3], c[10:]) for c in runner.commands]
+    # nnU-Net's default runs as nnUNetTrainerBaseline so that it gets the same short schedule
+    assert trained == [("nnUNetTrainerBaseline_2epochs", "0", []), ("nnUNetTrainerBaseline_2epochs", "1", []),
+                       ("nnUNetTrainerVeloxSeg_2epochs", "0", []), ("nnUNetTrainerVeloxSeg_2epochs", "1", [])]
+    assert any("[4/4" in line for line in lines) and any("ETA" in line for line in lines)
+
+    runner.commands.clear()
+    assert benchmark.run_benchmark(arguments(tmp_path), runner=runner, say=lines.append) == 0
+    assert [(c[5], c[3], c[10:]) for c in runner.commands] == [("nnUNetTrainerVeloxSeg_2epochs", "0", ["--c"])]
+    assert any("finished earlier, skipped" in line for line in lines)
+    report = open(tmp_path / "bench" / "report" / "report.md").read()
+    assert "nnUNetTrainerVeloxSeg_2epochs" in report and "nnUNetTrainerBaseline_2epochs" in report
+
+
+def test_a_failing_trainer_does_not_stop_the_others_and_shows_in_the_report(tmp_path, user_dataset):
+    runner = FakeRunner(user_dataset, fail={"nnUNetTrainerVeloxSeg_2epochs"})
+    lines = []
+    args = arguments(tmp_path, trainers=["nnUNetTrainerVeloxSeg", "nnUNetTrainer", "nnUNetTrainerLightMedSeg"])
+    assert benchmark.run_benchmark(args, runner=runner, say=lines.append) == 1
+    assert [c[5] for c in runner.commands].count("nnUNetTrainerLightMedSeg_2epochs") == 2
+    summary = open(tmp_path / "bench" / "report" / "report.csv").read()
+    failed = next(line for line in summary.splitlines() if line.startswith("nnUNetTrainerVeloxSeg_2epochs"))
+    assert "exited 1" in failed
+    state = json.load(open(tmp_path / "bench" / benchmark.STATE_FILE))
+    assert "RuntimeError: boom" in state["nnUNetTrainerVeloxSeg_2epochs/fold_0"]["error"]
+    assert any(line.startswith("FAILED nnUNetTrainerVeloxSeg_2epochs") for line in lines)
+
+
+def test_missing_resenc_plans_are_planned_with_nnunets_planner(tmp_path, user_dataset):
+    calls = []
+    benchmark.ensure_plans(DATASET, CONFIGURATION, "nnUNetResEncUNetMPlans", user_dataset, str(tmp_path / "log"),
+                           lambda command, env, log: calls.append(command), processes=1)
+    assert calls == [["nnUNetv2_plan_and_preprocess", "-d", "999", "-c", CONFIGURATION, "-pl", "nnUNetPlannerResEncM",
+                      "-np", "1"]]
+    with pytest.raises(benchmark.StepFailed, match="no planner of that name"):
+        benchmark.ensure_plans(DATASET, CONFIGURATION, "MyPlans", user_dataset, str(tmp_path / "log"), None, 1)
+
+
+def test_schedules_and_fold_states(tmp_path):
+    assert benchmark.scheduled(Entry("nnUNetTrainer", "nnUNetResEncUNetMPlans"), 1) == \
+        Entry("nnUNetTrainerBaseline_1epoch", "nnUNetResEncUNetMPlans")
+    assert benchmark.scheduled(Entry("nnUNetTrainerVeloxSeg"), None) == Entry("nnUNetTrainerVeloxSeg")
+    assert benchmark.fold_state(str(tmp_path)) == "new"
+    (tmp_path / "checkpoint_final.pth").touch()
+    assert benchmark.fold_state(str(tmp_path)) == "validate"
