@@ -153,7 +153,8 @@ def train_all(dataset: str, configuration: str, entries: list[Entry], folds: lis
 
 def demo_environment(output: str) -> dict:
     env = dict(os.environ)
-    for variable, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"), ("nnUNet_results", "results")):
+    for variable, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"),
+                          ("nnUNet_results", "results")):
         env[variable] = os.path.join(output, sub)
         os.makedirs(env[variable], exist_ok=True)
     return env

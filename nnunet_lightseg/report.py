@@ -230,7 +230,8 @@ def build(folder: str, configuration: str, reference: str | None = None, profile
         comparisons.insert(1, "Dice mean", [float(np.nanmean(list(scores[m].values()))) for m in comparisons["model"]])
         comparisons.insert(2, "Dice CI low", [intervals[m][0] for m in comparisons["model"]])
         comparisons.insert(3, "Dice CI high", [intervals[m][1] for m in comparisons["model"]])
-        notes.append(f"Paired two-sided Wilcoxon signed-rank tests of per-case foreground-mean Dice against {reference} "
+        notes.append(f"Paired two-sided Wilcoxon signed-rank tests of per-case foreground-mean Dice against "
+                     f"{reference} "
                      f"(scipy), Holm-corrected over {len(comparisons)} tests (statsmodels), alpha 0.05; 95% "
                      f"percentile bootstrap CIs ({stats.BOOTSTRAP_RESAMPLES} resamples) of the mean.")
     if profile:

@@ -43,7 +43,8 @@ class FakeRunner:
 def user_dataset(tmp_path, monkeypatch):
     """nnU-Net folders with a planned and preprocessed dataset (the plan itself is not read)."""
     env = {}
-    for variable, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"), ("nnUNet_results", "results")):
+    for variable, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"),
+                          ("nnUNet_results", "results")):
         env[variable] = str(tmp_path / sub)
         monkeypatch.setenv(variable, env[variable])
     preprocessed = tmp_path / "preprocessed" / DATASET

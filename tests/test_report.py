@@ -14,7 +14,8 @@ from nnunet_lightseg.cli import main
 CONFIGURATION = "3d_fullres"
 # Dice per case (label 1, label 2) for two folds of four cases; the reference is nnUNetTrainer.
 DICE = {
-    "nnUNetTrainer": {0: [(0.9, 0.8), (0.8, 0.8), (0.7, 0.9), (0.9, 0.9)], 1: [(0.8, 0.7), (0.9, 0.8), (0.6, 0.7), (0.8, 0.8)]},
+    "nnUNetTrainer": {0: [(0.9, 0.8), (0.8, 0.8), (0.7, 0.9), (0.9, 0.9)],
+                      1: [(0.8, 0.7), (0.9, 0.8), (0.6, 0.7), (0.8, 0.8)]},
     "nnUNetTrainerUltraLightUNet": {0: [(0.8, 0.7), (0.7, 0.8), (0.7, 0.7), (0.8, 0.8)],
                                     1: [(0.7, 0.7), (0.8, 0.6), (0.5, 0.6), (0.7, 0.7)]},
     "nnUNetTrainerVeloxSeg": {0: [(0.9, 0.9), (0.8, 0.7), (0.7, 0.9), (0.9, 0.8)]},
@@ -49,7 +50,8 @@ def results(tmp_path):
 
 
 def per_case_foreground(trainer):
-    return {f"case_{fold}_{i}": (a + b) / 2 for fold, values in DICE[trainer].items() for i, (a, b) in enumerate(values)}
+    return {f"case_{fold}_{i}": (a + b) / 2
+            for fold, values in DICE[trainer].items() for i, (a, b) in enumerate(values)}
 
 
 def test_summary_table_has_mean_and_std_over_folds(results):

@@ -165,7 +165,8 @@ class nnUNetTrainerMonaiSwinUNETR(MonaiBaselineTrainer):
 
 
 class nnUNetTrainerMonaiSegResNet(MonaiBaselineTrainer):
-    paper = "Myronenko, 3D MRI brain tumor segmentation using autoencoder regularization, BrainLes 2018 (MONAI SegResNet)"
+    paper = ("Myronenko, 3D MRI brain tumor segmentation using autoencoder regularization, BrainLes 2018 "
+             "(MONAI SegResNet)")
     description = ("monai.networks.nets.SegResNet, 32 initial filters, blocks down (1,2,2,4) up (1,1,1), "
                    "no VAE branch; patch padded to a multiple of 8")
 
