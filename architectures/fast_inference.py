@@ -15,8 +15,9 @@ instead. The copy computes the same function, rewritten for speed:
 - whatever the network adds in `prepare_inference_copy` (e.g. a channel shuffle folded into weights).
 
 The copy lives outside the module tree: state_dict keys, parameters and checkpoints are unchanged.
-It is rebuilt when any parameter or buffer changes (storage or version counter), on
-`load_state_dict` and on `train()`. Set NNUNET_LIGHTSEG_FAST_INFERENCE=0 to run the plain graph.
+It is rebuilt when any parameter or buffer changes (storage or version counter) or
+`deep_supervision` is toggled, on `load_state_dict` and on `train()`. Set
+NNUNET_LIGHTSEG_FAST_INFERENCE=0 to run the plain graph (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def _onednn_activation(module: nn.Module) -> Optional[tuple]:
 class FastConv(nn.Module):
     """conv (bias included) followed by an optional activation, run by the fastest CPU kernel.
 
-    1x1 dense, stride 1: a matrix product over the channels-last view of the input. 1x1
+    1x1 dense, stride 1: a matrix product (W @ x channels-first, x @ W^T channels-last). 1x1
     depthwise, stride 1: x * w + b per channel. Anything else: oneDNN's conv with the activation
     as a post-op. Weights are copies (buffers, not parameters).
     """
@@ -98,11 +99,21 @@ class FastConv(nn.Module):
         self.post_op = fused or ("none", [], "")
         self.activation = None if fused else activation
 
+    def add_to(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """out += conv(x), in place where out is channels-last (a matrix product accumulated into it)."""
+        if self.kind != "matmul" or self.activation is not None or _channels_last(out) is None:
+            return out.add_(self(x))
+        rows = _rows(out)
+        rows.addmm_(_rows(x), self.weight.t())
+        if self.bias.any():
+            rows.add_(self.bias)
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "matmul":
-            last = (0, *range(2, x.ndim), 1)
-            y = F.linear(x.permute(last), self.weight, self.bias)
-            y = y.permute(0, x.ndim - 1, *range(1, x.ndim - 1))
+        if self.kind == "matmul" and _channels_last(x) is None:  # channels first: W @ x per sample
+            y = torch.matmul(self.weight, x.flatten(2)).add_(self.bias[:, None]).unflatten(2, x.shape[2:])
+        elif self.kind == "matmul":  # channels last: x @ W^T over the voxels
+            y = _from_rows(F.linear(_rows(x), self.weight, self.bias), x.shape)
         elif self.kind == "scale":
             y = torch.addcmul(self.bias, x, self.weight)
         else:
@@ -110,6 +121,23 @@ class FastConv(nn.Module):
             y = torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, self.padding, self.stride,
                                                         self.dilation, self.groups, attr, scalars, algorithm)
         return self.activation(y) if self.activation is not None else y
+
+
+def _channels_last(x: torch.Tensor):
+    """The channels-last format x is laid out in, or None."""
+    memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.ndim)
+    return memory_format if memory_format is not None and x.is_contiguous(memory_format=memory_format) else None
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, *S) -> (N * prod(S), C): a view when x is channels-last."""
+    return x.permute(0, *range(2, x.ndim), 1).reshape(-1, x.shape[1])
+
+
+def _from_rows(rows: torch.Tensor, shape) -> torch.Tensor:
+    """The inverse of `_rows`: a channels-last (N, C, *S) view of (N * prod(S), C)."""
+    n, spatial = shape[0], tuple(shape[2:])
+    return rows.reshape(n, *spatial, rows.shape[-1]).permute(0, len(spatial) + 1, *range(1, len(spatial) + 1))
 
 
 def fold_batch_norm(conv: nn.Module, norm: nn.Module) -> None:
@@ -205,26 +233,38 @@ STEPS = ("network_specific", "rewrite_convs", "memory_format")
 def build_inference_copy(network: nn.Module, ndim: int, steps=STEPS) -> nn.Module:
     """An eval-mode copy of `network` with the rewrites named in `steps` applied, for inputs of `ndim` axes.
 
-    "network_specific": the network's `prepare_inference_copy`; "rewrite_convs": `rewrite_convs`;
+    "rewrite_convs": `rewrite_convs`; "network_specific": the network's `prepare_inference_copy` (after
+    the conv rewrites, which it needs);
     "memory_format": weights in the network's `inference_memory_format`. The copy's
     `memory_format` attribute is the layout its inputs should have (None: leave them).
     """
+    if "network_specific" in steps and "rewrite_convs" not in steps:
+        raise ValueError("the network-specific rewrites build on the conv rewrites: add 'rewrite_convs'")
     with torch.inference_mode(False), torch.no_grad():
         fast = copy.deepcopy(network).eval()
         fast._is_inference_copy = True
-        if "network_specific" in steps:
-            fast.prepare_inference_copy()
         if "rewrite_convs" in steps:
             rewrite_convs(fast)
+        if "network_specific" in steps:
+            fast.prepare_inference_copy()
         fast.requires_grad_(False)
         fast.memory_format = None
         if "memory_format" in steps and network.inference_memory_format == "channels_last":
-            fast.memory_format = torch.channels_last_3d if ndim == 5 else torch.channels_last
-            for owner in fast.modules():
-                for name, tensor in (*owner._parameters.items(), *owner._buffers.items()):
-                    if tensor is not None and tensor.ndim == ndim:
-                        tensor.data = tensor.data.contiguous(memory_format=fast.memory_format)
+            fast.memory_format = channels_last_weights(fast, ndim)
     return fast
+
+
+def channels_last_weights(module: nn.Module, ndim: int):
+    """Lay the module's `ndim`-axis parameters and buffers (conv weights) out channels-last, in place.
+
+    Parameters stay the same objects (optimisers keep them); returns the memory format used.
+    """
+    memory_format = torch.channels_last_3d if ndim == 5 else torch.channels_last
+    with torch.no_grad():
+        for tensor in (*module.parameters(), *module.buffers()):
+            if tensor.ndim == ndim:
+                tensor.data = tensor.data.contiguous(memory_format=memory_format)
+    return memory_format
 
 
 def run_inference_copy(fast: nn.Module, *args, **kwargs):
@@ -237,18 +277,21 @@ def run_inference_copy(fast: nn.Module, *args, **kwargs):
 class FastInferenceModule(nn.Module):
     """Base class of the networks: adds the cached inference fast path described in this module.
 
-    Subclasses may set `inference_memory_format` ("channels_last" or "contiguous") and override
+    Subclasses may set `inference_memory_format` and `training_memory_format` ("channels_last" or
+    "contiguous", whichever measures faster: docs/performance.md) and override
     `prepare_inference_copy` for network-specific rewrites of the copy.
     """
 
     inference_memory_format = "channels_last"
+    training_memory_format = "channels_last"  # on CPU (trainers/base.py); same maths, a layout only
 
     def __init__(self):
         super().__init__()
         self.register_load_state_dict_post_hook(_drop_cache)
 
     def prepare_inference_copy(self) -> None:
-        """Network-specific rewrites of the inference copy (called on the copy, in place)."""
+        """Network-specific rewrites of the inference copy (called on the copy, in place, after
+        `rewrite_convs`, so the convs it finds are `FastConv`s)."""
 
     def train(self, mode: bool = True):
         if mode:
@@ -268,7 +311,9 @@ class FastInferenceModule(nn.Module):
         if not torch.is_tensor(x) or x.device.type != "cpu" or x.dtype != torch.float32 \
                 or torch.is_autocast_enabled("cpu") or x.ndim not in (4, 5):
             return None
-        key = (x.ndim, tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers())))
+        # Tensors and `deep_supervision`, the one attribute the networks' contract lets callers toggle.
+        key = (x.ndim, getattr(self, "deep_supervision", None),
+               tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers())))
         cached = _CACHE.get(self)
         if cached is None or cached[0] != key:
             cached = (key, build_inference_copy(self, x.ndim))

@@ -16,7 +16,7 @@ from torch import nn
 
 from nnunet_lightseg.architectures.blocks.attention import ChannelAttention, SpatialAttention
 from nnunet_lightseg.architectures.blocks.ops import companion, conv_dim
-from nnunet_lightseg.architectures.fast_inference import FastInferenceModule
+from nnunet_lightseg.architectures.fast_inference import FastConv, FastInferenceModule
 from nnunet_lightseg.architectures.shapes import crop_to, cumulative_strides, pad_to_multiple
 
 VARIANT_CHANNELS = {
@@ -80,15 +80,43 @@ class MKIR(nn.Module):
     def fold_channel_shuffle(self) -> None:
         """Permute the projection's input channels so that it reads the unshuffled MKDC output.
 
-        project(shuffle(h)) == project'(h): for the inference copy (fast_inference.py), the
-        shuffle's layout copy then disappears.
+        project(shuffle(h)) == project'(h); used by the inference copy (fast_inference.py),
+        where the shuffle's layout copy then disappears.
         """
         conv = self.project[0]
-        order = channel_shuffle(torch.arange(conv.in_channels).reshape(1, -1, 1), self.shuffle_groups).flatten()
+        order = channel_shuffle(torch.arange(conv.weight.shape[1]).reshape(1, -1, 1), self.shuffle_groups).flatten()
         weight = torch.empty_like(conv.weight)
         weight[:, order] = conv.weight
-        conv.weight = nn.Parameter(weight, requires_grad=False)
+        conv.weight.data = weight
         self.shuffle_groups = 1
+
+
+class InferenceMKIR(nn.Module):
+    """MKIR as the inference copy runs it, built from an MKIR whose convs are `FastConv`s.
+
+    The same function with fewer passes over memory: the channel shuffle folded into the
+    projection, the MKDC branches (conv, BN and ReLU6 fused) summed in place, and the projection
+    accumulated into the shortcut conv's output (its bias moved there).
+    """
+
+    def __init__(self, mkir: MKIR):
+        super().__init__()
+        mkir.fold_channel_shuffle()
+        self.expand = mkir.expand
+        self.branches = nn.ModuleList(branch[0] for branch in mkir.mkdc.branches)
+        self.project, self.shortcut = mkir.project[0], mkir.shortcut
+        if isinstance(self.shortcut, FastConv):
+            self.shortcut.bias.add_(self.project.bias)
+            self.project.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.expand(x)
+        mixed = self.branches[0](hidden)
+        for branch in self.branches[1:]:
+            mixed += branch(hidden)
+        if isinstance(self.shortcut, nn.Identity):
+            return self.project(mixed).add_(x)
+        return self.project.add_to(mixed, self.shortcut(x))
 
 
 class CMFA(nn.Module):
@@ -145,7 +173,7 @@ class DecoderStage(nn.Module):
         x = self.mkir(self.cmfa(x))
         if tuple(x.shape[2:]) != tuple(size):
             x = F.interpolate(x, size=tuple(size), mode=self.interpolation, align_corners=False)
-        x = F.relu(x)
+        x = F.relu(x, inplace=True)  # x is the interpolation's or the MKIR sum's own output
         if skip is None:
             return x
         return x + (self.gag(x, skip) if self.gag is not None else skip)
@@ -195,9 +223,10 @@ class UltraLightUNet(FastInferenceModule):
                                       for i in range(1, self.num_deep_supervision_heads + 1))
 
     def prepare_inference_copy(self) -> None:
-        for module in self.modules():
-            if isinstance(module, MKIR):
-                module.fold_channel_shuffle()
+        for module in list(self.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, MKIR):
+                    setattr(module, name, InferenceMKIR(child))
 
     @property
     def output_strides(self) -> list[tuple[int, ...]]:

@@ -89,3 +89,28 @@ def test_rebuilt_after_load_state_dict_and_parameter_changes():
         assert cached_copy(network) not in (None, first)
         with plain_path():
             assert_close(fast, network(x))
+
+
+def test_deep_supervision_toggle_reaches_the_copy():
+    shape = MODELS[1][2]
+    network = build("UltraLightUNet", 3, shape)
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        assert torch.is_tensor(network(x))
+        network.deep_supervision = True
+        fast = network(x)
+        with plain_path():
+            plain = network(x)
+    assert len(fast) == len(plain) == 4
+    for f, p in zip(fast, plain):
+        assert_close(f, p)
+
+
+def test_channels_last_weights_keep_parameters_and_values():
+    network = build("UltraLightUNet", 3, MODELS[1][2])
+    parameters = list(network.parameters())
+    state = {k: v.clone() for k, v in network.state_dict().items()}
+    fast_inference.channels_last_weights(network, 5)
+    assert list(network.parameters()) == parameters
+    assert all(torch.equal(network.state_dict()[k], v) for k, v in state.items())
+    assert network.head.weight.is_contiguous(memory_format=torch.channels_last_3d)

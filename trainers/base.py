@@ -20,6 +20,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnunet_lightseg import registry
+from nnunet_lightseg.architectures.fast_inference import channels_last_weights
 
 ITERATIONS_VARIABLE = "NNUNET_LIGHTSEG_ITERATIONS"
 VAL_ITERATIONS_VARIABLE = "NNUNET_LIGHTSEG_VAL_ITERATIONS"
@@ -98,6 +99,14 @@ class LightSegTrainer(nnUNetTrainer):
             dim=len(configuration_manager.patch_size),
             plan_steps=configuration_manager.pool_op_kernel_sizes[1:],
             deep_supervision=enable_deep_supervision)
+
+    def initialize(self):
+        """nnU-Net's initialisation; on CPU, conv weights then go channels-last where the network
+        prefers it for training (a layout change only: same maths, same state_dict keys)."""
+        super().initialize()
+        network = unwrap(self.network)
+        if self.device.type == "cpu" and getattr(network, "training_memory_format", None) == "channels_last":
+            channels_last_weights(network, len(self.configuration_manager.patch_size) + 2)
 
     def _get_deep_supervision_scales(self):
         """The scales of the outputs the network really produces (not the plan's pooling steps)."""
