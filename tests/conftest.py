@@ -1,11 +1,7 @@
-import os
-
 import pytest
 import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
-
-SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
 
 @pytest.fixture(scope="session")
