@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -26,7 +27,15 @@ LOG_TAIL_LINES = 15
 
 
 class StepFailed(RuntimeError):
-    """A stock command exited with an error; the message ends with the tail of its log."""
+    """A stock command failed. str() is one line (the exit status and the error it printed);
+    `details` holds the tail of its log."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
+
+
+_ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b")
 
 
 def run_logged(command: list[str], env: dict, log_path: str) -> None:
@@ -37,11 +46,16 @@ def run_logged(command: list[str], env: dict, log_path: str) -> None:
     with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(command)}\n")
         log.flush()
+        start = log.tell()
         code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     if code != 0:
         with open(log_path) as log:
-            tail = "".join(log.readlines()[-LOG_TAIL_LINES:])
-        raise StepFailed(f"{os.path.basename(command[0])} exited {code} (log {log_path}):\n{tail}")
+            log.seek(start)
+            lines = [line.rstrip() for line in log if line.strip()]
+        errors = [line for line in lines if _ERROR_LINE.match(line)]
+        cause = errors[0] if errors else (lines[-1] if lines else "no output")
+        raise StepFailed(f"{os.path.basename(command[0])} exited {code}: {cause[:300]} (log {log_path})",
+                         "\n".join(lines[-LOG_TAIL_LINES:]))
 
 
 def scheduled(entry: Entry, epochs: int | None) -> Entry:
@@ -121,8 +135,8 @@ def train_all(dataset: str, configuration: str, entries: list[Entry], folds: lis
         try:
             ensure_plans(dataset, configuration, entry.plans, env, log_path, runner, processes=1)
         except StepFailed as error:
-            errors[entry.name] = str(error).splitlines()[0]
-            state[entry.name] = {"error": str(error)}
+            errors[entry.name] = str(error)
+            state[entry.name] = {"error": str(error), "log_tail": error.details}
             for _ in folds:
                 progress.step(f"{entry.name}: planning failed, skipped")
             continue
@@ -138,8 +152,8 @@ def train_all(dataset: str, configuration: str, entries: list[Entry], folds: lis
             try:
                 runner(command, env, log_path)
             except StepFailed as error:
-                errors[entry.name] = str(error).splitlines()[0]
-                state[f"{entry.name}/fold_{fold}"] = {"error": str(error)}
+                errors[entry.name] = str(error)
+                state[f"{entry.name}/fold_{fold}"] = {"error": str(error), "log_tail": error.details}
                 progress.step(f"{entry.name} fold {fold}: FAILED ({errors[entry.name]})", time.time() - started)
                 continue
             state[f"{entry.name}/fold_{fold}"] = {"seconds": time.time() - started}

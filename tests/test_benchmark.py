@@ -111,3 +111,12 @@ def test_schedules_and_fold_states(tmp_path):
     assert benchmark.fold_state(str(tmp_path)) == "new"
     (tmp_path / "checkpoint_final.pth").touch()
     assert benchmark.fold_state(str(tmp_path)) == "validate"
+
+
+def test_a_failed_command_is_summarised_by_its_error_line(tmp_path):
+    log = str(tmp_path / "benchmark.log")
+    benchmark.run_logged(["python", "-c", "print('fine')"], dict(os.environ), log)
+    with pytest.raises(benchmark.StepFailed) as failure:
+        benchmark.run_logged(["python", "-c", "print('working'); raise ValueError('bad input')"], dict(os.environ), log)
+    assert "exited 1: ValueError: bad input" in str(failure.value) and "\n" not in str(failure.value)
+    assert "Traceback" in failure.value.details and "fine" not in failure.value.details
