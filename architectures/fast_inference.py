@@ -15,8 +15,9 @@ instead. The copy computes the same function, rewritten for speed:
 - whatever the network adds in `prepare_inference_copy` (e.g. a channel shuffle folded into weights).
 
 The copy lives outside the module tree: state_dict keys, parameters and checkpoints are unchanged.
-It is rebuilt when any parameter or buffer changes (storage or version counter) or
-`deep_supervision` is toggled, on `load_state_dict` and on `train()`. Set
+It is invalidated when any parameter or buffer changes (storage or version counter), on
+`load_state_dict` and on `train()`, and rebuilt unless the values prove unchanged (nnU-Net's
+predictor reloads the same weights before every case); toggling `deep_supervision` rebuilds it. Set
 NNUNET_LIGHTSEG_FAST_INFERENCE=0 to run the plain graph (docs/performance.md).
 """
 from __future__ import annotations
@@ -38,8 +39,8 @@ _forced_off = 0
 
 def enabled() -> bool:
     """False when NNUNET_LIGHTSEG_FAST_INFERENCE is 0/false/no/off, or inside `plain_path()`."""
-    return _forced_off == 0 and os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() not in ("0", "false",
-                                                                                                    "no", "off")
+    setting = os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower()
+    return _forced_off == 0 and setting not in ("0", "false", "no", "off")
 
 
 @contextmanager
@@ -101,7 +102,7 @@ class FastConv(nn.Module):
 
     def add_to(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """out += conv(x), in place where out is channels-last (a matrix product accumulated into it)."""
-        if self.kind != "matmul" or self.activation is not None or _channels_last(out) is None:
+        if self.kind != "matmul" or self.activation is not None or not _is_channels_last(out):
             return out.add_(self(x))
         rows = _rows(out)
         rows.addmm_(_rows(x), self.weight.t())
@@ -110,7 +111,7 @@ class FastConv(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "matmul" and _channels_last(x) is None:  # channels first: W @ x per sample
+        if self.kind == "matmul" and not _is_channels_last(x):  # channels first: W @ x per sample
             y = torch.matmul(self.weight, x.flatten(2)).add_(self.bias[:, None]).unflatten(2, x.shape[2:])
         elif self.kind == "matmul":  # channels last: x @ W^T over the voxels
             y = _from_rows(F.linear(_rows(x), self.weight, self.bias), x.shape)
@@ -123,10 +124,9 @@ class FastConv(nn.Module):
         return self.activation(y) if self.activation is not None else y
 
 
-def _channels_last(x: torch.Tensor):
-    """The channels-last format x is laid out in, or None."""
+def _is_channels_last(x: torch.Tensor) -> bool:
     memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.ndim)
-    return memory_format if memory_format is not None and x.is_contiguous(memory_format=memory_format) else None
+    return memory_format is not None and x.is_contiguous(memory_format=memory_format)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -218,13 +218,21 @@ def _contiguous(value):
 
 
 def cached_copy(network: nn.Module) -> Optional[nn.Module]:
-    """The inference copy `network` last ran, or None (none built, or dropped since)."""
-    cached = _CACHE.get(network)
-    return cached[1] if cached is not None else None
+    """The inference copy `network` would run now without rebuilding, or None."""
+    entry = _CACHE.get(network)
+    return entry["copy"] if entry is not None and entry["key"] is not None else None
 
 
-def _drop_cache(module: nn.Module, *_) -> None:
-    _CACHE.pop(module, None)
+def _invalidate(module: nn.Module, *_) -> None:
+    """Mark the copy stale; the next call rebuilds it unless the weights turn out unchanged."""
+    entry = _CACHE.get(module)
+    if entry is not None:
+        entry["key"] = None
+
+
+def _flat_state(module: nn.Module) -> torch.Tensor:
+    tensors = [t.detach().reshape(-1).float() for t in (*module.parameters(), *module.buffers())]
+    return torch.cat(tensors) if tensors else torch.zeros(0)
 
 
 STEPS = ("network_specific", "rewrite_convs", "memory_format")
@@ -287,7 +295,7 @@ class FastInferenceModule(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.register_load_state_dict_post_hook(_drop_cache)
+        self.register_load_state_dict_post_hook(_invalidate)
 
     def prepare_inference_copy(self) -> None:
         """Network-specific rewrites of the inference copy (called on the copy, in place, after
@@ -295,7 +303,7 @@ class FastInferenceModule(nn.Module):
 
     def train(self, mode: bool = True):
         if mode:
-            _drop_cache(self)
+            _CACHE.pop(self, None)
         return super().train(mode)
 
     def __call__(self, *args, **kwargs):
@@ -314,8 +322,13 @@ class FastInferenceModule(nn.Module):
         # Tensors and `deep_supervision`, the one attribute the networks' contract lets callers toggle.
         key = (x.ndim, getattr(self, "deep_supervision", None),
                tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers())))
-        cached = _CACHE.get(self)
-        if cached is None or cached[0] != key:
-            cached = (key, build_inference_copy(self, x.ndim))
-            _CACHE[self] = cached
-        return cached[1]
+        entry = _CACHE.get(self)
+        if entry is not None and entry["key"] == key:
+            return entry["copy"]
+        # nnU-Net's predictor reloads the same weights before every case: keep the copy if they are unchanged.
+        state = _flat_state(self)
+        if entry is None or entry["config"] != key[:2] or not torch.equal(entry["state"], state):
+            entry = {"copy": build_inference_copy(self, x.ndim), "state": state, "config": key[:2]}
+            _CACHE[self] = entry
+        entry["key"] = key
+        return entry["copy"]
