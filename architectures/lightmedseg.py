@@ -6,9 +6,12 @@ module on the stem output (Sec. 3.3) -> four anchor-conditioned, texture-routed 
 anchor-relative spatial position bias (Sec. 3.6) -> 1x1 head.
 
 The paper's four 2x steps (the stem and the three max-poolings) take nnU-Net's per-axis steps
-instead; the decoder's transposed convs undo them in reverse order with kernel = stride = step.
+instead; the decoder's transposed convs undo them in reverse order (output = input x step exactly).
 Where the text contradicts itself or a stated figure, the choices below follow the reading the
-paper's own numbers support; docs/architectures/lightmedseg.md lists each one.
+paper's own numbers support; docs/architectures/lightmedseg.md lists each one. In particular the
+decoder defaults to 3^3 transposed convs and a ghost branch on the 2C_j-channel concatenation,
+which reproduces the paper's 0.48M / 0.66M parameters and 14.64 GMAC; the text's 2x2x2 / C_j
+reading (about 45% short of both) is LightMedSeg(..., upsample_kernel_size=2, ghost_branch_on_concat=False).
 """
 from typing import Optional, Sequence
 
@@ -39,6 +42,27 @@ def _conv3(in_channels: int, out_channels: int, ghost: bool, stride=1) -> nn.Mod
     if ghost:
         return GhostConv(in_channels, out_channels, 3, stride=stride, ratio=2)
     return nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1)
+
+
+def _upsampling(in_channels: int, out_channels: int, stride: Sequence[int], kernel_size: int) -> nn.ConvTranspose3d:
+    """A transposed conv whose output is exactly `stride` times its input on every axis.
+
+    Per axis, kernel k (at least the step s) with padding p = ceil((k - s) / 2) and output padding
+    (k - s) mod 2: k = 3 gives p = 1 and output padding 1 for s = 2, output padding 0 for s = 1.
+    An even kernel on a stride-1 axis cannot keep the size, so it shrinks by one there (k = 2: a
+    1-wide kernel, i.e. kernel = stride, the text's "2x2x2" on every axis the plan halves).
+    """
+    kernels, paddings, output_paddings = [], [], []
+    for s in stride:
+        k = max(kernel_size, s)
+        if s == 1 and k % 2 == 0:
+            k -= 1
+        p = -(-(k - s) // 2)
+        kernels.append(k)
+        paddings.append(p)
+        output_paddings.append(s + 2 * p - k)
+    return nn.ConvTranspose3d(in_channels, out_channels, tuple(kernels), stride=tuple(stride),
+                              padding=tuple(paddings), output_padding=tuple(output_paddings))
 
 
 def _se(channels: int) -> SqueezeExcitation:
@@ -177,18 +201,28 @@ def anchor_offsets(anchors: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 class DecoderStage(nn.Module):
     """Decoder stage j, Eq. 14-21: transposed-conv upsampling plus spatial position bias, 1x1 fusion
-    with the skip, three per-voxel softmax-gated branches (depthwise 3^3, ghost 3^3, 1x1), SE."""
+    with the skip, three per-voxel softmax-gated branches (depthwise 3^3, ghost 3^3, 1x1), SE.
 
-    def __init__(self, in_channels: int, out_channels: int, stride: Sequence[int], num_anchors: int, ghost: bool):
+    By default (the reading that reproduces the paper's parameter and MAC totals) the transposed
+    conv has a 3^3 kernel and the ghost branch (Eq. 20) takes the 2C_j-channel concatenation
+    [U + SPB, SKIP] of Eq. 16 instead of its 1x1 fusion. upsample_kernel_size=2 and
+    ghost_branch_on_concat=False build the text as written (2x2x2 transposed conv, every branch on
+    the C_j-channel fusion).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: Sequence[int], num_anchors: int, ghost: bool,
+                 upsample_kernel_size: int = 3, ghost_branch_on_concat: bool = True):
         super().__init__()
-        self.up = nn.ConvTranspose3d(in_channels, out_channels, tuple(stride), stride=tuple(stride))
+        self.up = _upsampling(in_channels, out_channels, stride, upsample_kernel_size)
         self.position = nn.Conv3d(num_anchors, out_channels, 1) if num_anchors else None  # Eq. 15
         self.fuse = nn.Conv3d(2 * out_channels, out_channels, 1)  # Eq. 16
         self.gate = nn.Conv3d(out_channels, DECODER_BRANCHES, 1)  # Eq. 17
+        self.ghost_branch_on_concat = ghost_branch_on_concat
+        ghost_inputs = 2 * out_channels if ghost_branch_on_concat else out_channels
         self.branches = nn.ModuleList([
             nn.Sequential(nn.Conv3d(out_channels, out_channels, 3, padding=1, groups=out_channels),
                           _norm(out_channels), nn.SiLU()),  # Eq. 19
-            nn.Sequential(_conv3(out_channels, out_channels, ghost), _norm(out_channels), nn.SiLU()),  # Eq. 20
+            nn.Sequential(_conv3(ghost_inputs, out_channels, ghost), _norm(out_channels), nn.SiLU()),  # Eq. 20
             nn.Sequential(nn.Conv3d(out_channels, out_channels, 1), _norm(out_channels), nn.SiLU()),  # Eq. 21
         ])
         self.se = _se(out_channels)
@@ -197,9 +231,11 @@ class DecoderStage(nn.Module):
         up = self.up(x)
         if self.position is not None:
             up = up + self.position(anchor_offsets(anchors, up.shape[2:]))
-        fused = self.fuse(torch.cat([up, skip], dim=1))
+        concat = torch.cat([up, skip], dim=1)
+        fused = self.fuse(concat)
         weights = torch.softmax(self.gate(fused), dim=1)
-        gated = sum(weights[:, p:p + 1] * branch(fused) for p, branch in enumerate(self.branches))  # Eq. 18
+        inputs = (fused, concat if self.ghost_branch_on_concat else fused, fused)
+        gated = sum(weights[:, p:p + 1] * branch(inputs[p]) for p, branch in enumerate(self.branches))  # Eq. 18
         return self.se(gated)
 
 
@@ -209,18 +245,23 @@ class LightMedSeg(FastInferenceModule):
     strides: four per-axis steps, (stem, pool after stage 1, pool after stage 2, pool after stage 3);
     the paper's configuration is 2x everywhere. ghost=False is the 'w/o GhostConv3D' variant;
     use_lspm, use_anchors and use_skip_router=False are the paper's ablations (Table 4).
+    upsample_kernel_size (3) and ghost_branch_on_concat (True) pick the decoder reading that
+    reproduces the paper's stated totals; 2 and False build Sec. 3.6 as written (see DecoderStage).
     Outputs: the full-resolution logits, then (deep supervision) 1x1 heads on decoder stages 3, 2, 1.
     """
 
     def __init__(self, in_channels: int, num_classes: int, strides: Sequence[Sequence[int]],
                  deep_supervision: bool = False, ghost: bool = True, num_anchors: int = 8,
-                 use_lspm: bool = True, use_anchors: bool = True, use_skip_router: bool = True):
+                 use_lspm: bool = True, use_anchors: bool = True, use_skip_router: bool = True,
+                 upsample_kernel_size: int = 3, ghost_branch_on_concat: bool = True):
         super().__init__()
         strides = [tuple(int(s) for s in step) for step in strides]
         if len(strides) != 4 or any(len(step) != 3 for step in strides):
             raise ValueError(f"LightMedSeg needs four 3D steps (stem and three poolings), got {strides}")
         if use_anchors and num_anchors < 1:
             raise ValueError(f"num_anchors must be at least 1, got {num_anchors}; use use_anchors=False to drop them")
+        if upsample_kernel_size < 1:
+            raise ValueError(f"upsample_kernel_size must be at least 1, got {upsample_kernel_size}")
         self.in_channels, self.strides = in_channels, strides
         self.deep_supervision = deep_supervision
         anchors = num_anchors if use_anchors else 0
@@ -240,7 +281,8 @@ class LightMedSeg(FastInferenceModule):
         self.router = SkipRouter(ENCODER_CHANNELS, DECODER_CHANNELS[:routed]) if routed else None
         self.skips = nn.ModuleList(AlignedSkip(sources[j], DECODER_CHANNELS[j]) for j in range(routed, 4))
         inputs = (DECODER_CHANNELS[0],) + DECODER_CHANNELS[:3]
-        self.decoder = nn.ModuleList(DecoderStage(inputs[j], DECODER_CHANNELS[j], strides[3 - j], anchors, ghost)
+        self.decoder = nn.ModuleList(DecoderStage(inputs[j], DECODER_CHANNELS[j], strides[3 - j], anchors, ghost,
+                                                  upsample_kernel_size, ghost_branch_on_concat)
                                      for j in range(4))
         self.head = nn.Conv3d(DECODER_CHANNELS[-1], num_classes, 1)
         self.ds_heads = nn.ModuleList(nn.Conv3d(c, num_classes, 1) for c in reversed(DECODER_CHANNELS[:3]))
