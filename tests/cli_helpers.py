@@ -34,6 +34,11 @@ def clean_env(root: str, **extra: str) -> dict:
     return env
 
 
+# For nnUNetv2_train: augmentation in the training process, no worker processes to start (the
+# planner needs nnUNet_n_proc_DA >= 1, so only training gets this).
+IN_PROCESS_AUGMENTATION = {"nnUNet_n_proc_DA": "0"}
+
+
 def run(args: list[str], env: dict, timeout: int = 900) -> str:
     """Run a stock command; fail the test with the command's own output if it fails."""
     args = [command(args[0]), *args[1:]]

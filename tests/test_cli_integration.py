@@ -9,13 +9,13 @@ import os
 
 import pytest
 
-from cli_helpers import run
+from cli_helpers import IN_PROCESS_AUGMENTATION, run
 from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID
 
 pytestmark = pytest.mark.integration
 
 DATASET = str(DEFAULT_DATASET_ID)
-SHORT = {"NNUNET_LIGHTSEG_ITERATIONS": "2", "NNUNET_LIGHTSEG_VAL_ITERATIONS": "1"}
+SHORT = {"NNUNET_LIGHTSEG_ITERATIONS": "2", "NNUNET_LIGHTSEG_VAL_ITERATIONS": "1", **IN_PROCESS_AUGMENTATION}
 
 CLI_TRAINERS = [
     ("nnUNetTrainerUltraLightUNet", "3d_fullres"),
