@@ -208,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("demo", help="generate demo data, plan, train a short CPU schedule, predict, evaluate")
     p.add_argument("--output", default="lightseg-demo", help="working folder (default ./lightseg-demo)")
     p.add_argument("--trainer", default="nnUNetTrainerUltraLightUNet")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--iterations", type=int, default=20, help="training iterations per epoch")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--iterations", type=int, default=25, help="training iterations per epoch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--use-nnunet-env", action="store_true",
                    help="use the nnUNet_raw/_preprocessed/_results folders of your environment instead of --output")

@@ -38,7 +38,7 @@ def make_case(rng: np.random.Generator, shape) -> tuple[np.ndarray, np.ndarray]:
 
     # class 1: a randomly oriented ellipsoid of varied size
     centre = rng.uniform(0.3, 0.7, 3) * extent
-    radii = rng.uniform(0.08, 0.22, 3) * extent.min()
+    radii = rng.uniform(0.15, 0.3, 3) * extent.min()
     rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
     local = np.einsum("ij,j...->i...", rotation, grid - centre[:, None, None, None])
     label[(local ** 2 / radii[:, None, None, None] ** 2).sum(0) <= 1] = 1
@@ -48,7 +48,7 @@ def make_case(rng: np.random.Generator, shape) -> tuple[np.ndarray, np.ndarray]:
     direction = rng.normal(size=3)
     direction /= np.linalg.norm(direction)
     bend = rng.normal(size=3) * 0.02
-    tube_radius = rng.uniform(1.5, 3.5)
+    tube_radius = rng.uniform(2.5, 4.5)
     length = rng.uniform(0.4, 0.8) * extent.min()
     for t in np.linspace(0, length, int(length * 2)):
         point = start + t * direction + bend * t ** 2
