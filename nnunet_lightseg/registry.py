@@ -71,11 +71,7 @@ def _load_families() -> None:
     if not _loaded:
         _loaded = True
         for module in FAMILY_MODULES:
-            try:  # TEMPORARY while the families are being written
-                importlib.import_module(f"nnunet_lightseg.zoo.{module}")
-            except ModuleNotFoundError as error:
-                if error.name != f"nnunet_lightseg.zoo.{module}":
-                    raise
+            importlib.import_module(f"nnunet_lightseg.zoo.{module}")
 
 
 def all_specs() -> list[ModelSpec]:

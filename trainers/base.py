@@ -49,7 +49,19 @@ def unwrap(network: nn.Module) -> nn.Module:
     return network
 
 
-class LightSegTrainer(nnUNetTrainer):
+class IterationsFromEnvironment:
+    """Mixin for nnU-Net trainers: iterations per epoch from NNUNET_LIGHTSEG_ITERATIONS and
+    NNUNET_LIGHTSEG_VAL_ITERATIONS when set (docs/training.md), nnU-Net's 250 / 50 otherwise."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_iterations_per_epoch = _positive_int_from_env(ITERATIONS_VARIABLE, self.num_iterations_per_epoch)
+        self.num_val_iterations_per_epoch = _positive_int_from_env(VAL_ITERATIONS_VARIABLE,
+                                                                   self.num_val_iterations_per_epoch)
+
+
+class LightSegTrainer(IterationsFromEnvironment, nnUNetTrainer):
     """nnU-Net's recipe (SGD, poly LR, Dice + CE, deep supervision) over a registered network.
 
     Iterations per epoch can be shortened without editing code through the environment variables
@@ -62,9 +74,6 @@ class LightSegTrainer(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_iterations_per_epoch = _positive_int_from_env(ITERATIONS_VARIABLE, self.num_iterations_per_epoch)
-        self.num_val_iterations_per_epoch = _positive_int_from_env(VAL_ITERATIONS_VARIABLE,
-                                                                   self.num_val_iterations_per_epoch)
         # Fail now, before any data is loaded, if the network cannot serve this configuration.
         self.check_configuration(self.configuration_manager, configuration)
 

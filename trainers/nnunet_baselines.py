@@ -7,17 +7,10 @@ iterations per epoch, so a short CPU schedule would otherwise give the reference
 training than the models it is compared with. With the variables unset it is `nnUNetTrainer`.
 ResEnc M is this trainer (or `nnUNetTrainer`) with the plans `nnUNetResEncUNetMPlans`.
 """
-import torch
-
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_lightseg.trainers.base import ITERATIONS_VARIABLE, VAL_ITERATIONS_VARIABLE, _positive_int_from_env
+from nnunet_lightseg.trainers.base import IterationsFromEnvironment
 
 
-class nnUNetTrainerBaseline(nnUNetTrainer):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_iterations_per_epoch = _positive_int_from_env(ITERATIONS_VARIABLE, self.num_iterations_per_epoch)
-        self.num_val_iterations_per_epoch = _positive_int_from_env(VAL_ITERATIONS_VARIABLE,
-                                                                   self.num_val_iterations_per_epoch)
+class nnUNetTrainerBaseline(IterationsFromEnvironment, nnUNetTrainer):
+    pass
