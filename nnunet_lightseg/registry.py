@@ -75,8 +75,10 @@ def _load_families() -> None:
 
 
 def all_specs() -> list[ModelSpec]:
+    """Every registered model, family by family in FAMILY_MODULES order, then as registered."""
     _load_families()
-    return list(_REGISTRY.values())
+    order = {family: i for i, family in enumerate(FAMILY_MODULES)}
+    return sorted(_REGISTRY.values(), key=lambda spec: order.get(spec.family.lower(), len(order)))
 
 
 def get(name: str) -> ModelSpec:
