@@ -10,7 +10,8 @@ import os
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-PTH = "nnunet_lightseg.pth"
+PTH = "nnunet_lightseg.pth"  # a Python path-configuration file (site module), not a checkpoint
+PTH_LINE = 'import sys; exec("try:\\n import nnunet_lightseg._startup_hook\\nexcept Exception:\\n pass")\n'
 
 
 class build_py_with_pth(build_py):
@@ -18,7 +19,8 @@ class build_py_with_pth(build_py):
 
     def run(self):
         super().run()
-        self.copy_file(PTH, os.path.join(self.build_lib, PTH), preserve_mode=0)
+        with open(os.path.join(self.build_lib, PTH), "w") as f:
+            f.write(PTH_LINE)
 
     def get_outputs(self, include_bytecode=1):
         return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH)]
@@ -42,8 +44,7 @@ try:  # Editable installs (pip install -e .): add the .pth to the editable wheel
 
         def __call__(self, wheel, files, mapping):
             self._strategy(wheel, files, mapping)
-            with open(PTH, "rb") as f:
-                wheel.writestr(PTH, f.read())
+            wheel.writestr(PTH, PTH_LINE)
 
     class editable_wheel_with_pth(editable_wheel):
         def _select_strategy(self, *args, **kwargs):
