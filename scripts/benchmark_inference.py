@@ -27,7 +27,7 @@ import time
 import torch
 
 from nnunet_lightseg import registry
-from nnunet_lightseg.architectures.fast_inference import build_inference_copy, run_inference_copy
+from nnunet_lightseg.architectures.fast_inference import build_inference_copy, plain_path, run_inference_copy
 from nnunet_lightseg.profiling import count_gmac, machine_description
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
@@ -75,7 +75,11 @@ def variants(network: torch.nn.Module, ndim: int, ours: bool) -> dict:
         last = torch.channels_last_3d if ndim == 5 else torch.channels_last
         copied = copy.deepcopy(network).to(memory_format=last)
         return {"plain": network, "+channels-last": lambda x: copied(x.contiguous(memory_format=last)).contiguous()}
-    calls = {"plain": network}
+    def plain(x):
+        with plain_path():  # calling the network itself in eval mode would take the fast path
+            return network(x)
+
+    calls = {"plain": plain}
     for step, rewrites in list(STEPS.items())[1:]:
         fast = build_inference_copy(network, ndim, rewrites)
         calls[step] = lambda x, fast=fast: run_inference_copy(fast, x)
