@@ -1,6 +1,6 @@
 """LightMedSeg under nnU-Net's recipe on a synthetic task: two nested ellipsoids in noise.
 
-    OMP_NUM_THREADS=1 python scripts/lightmedseg_stability.py 200 24 32 24
+    OMP_NUM_THREADS=1 python -m nnunet_lightseg.measure.lightmedseg_stability 200 24 32 24
 
 SGD lr 1e-2, Nesterov momentum 0.99, weight decay 3e-5, gradient clipping at 12, deep-supervised
 Dice + CE (nnU-Net's loss and weights), batch 2, Hippocampus strides ([2, 2, 2] x 3). Prints the loss

@@ -6,7 +6,7 @@ untrained weights (the time does not depend on them), cases and models interleav
 are built by their trainers' `build_network_architecture`, as the predictor builds them, so the
 inference fast path is on unless NNUNET_LIGHTSEG_FAST_INFERENCE=0.
 
-    python scripts/benchmark_predict.py --plans $nnUNet_preprocessed/Dataset004_Hippocampus/nnUNetPlans.json \\
+    python -m nnunet_lightseg.measure.predictor_per_case --plans $nnUNet_preprocessed/Dataset004_Hippocampus/nnUNetPlans.json \\
         --images $nnUNet_raw/Dataset004_Hippocampus/imagesTr --cases 3
 """
 from __future__ import annotations

@@ -12,8 +12,8 @@ nnU-Net's default net (PlainConvUNet from the plan) is timed plain and channels-
 (model, step) pairs run once per round, interleaved, so machine load affects all alike; the table
 gives the minimum and the median over rounds. GMAC are counted on the plain graph.
 
-    python scripts/benchmark_inference.py                 # Hippocampus plan patch and paper inputs
-    python scripts/benchmark_inference.py --plans PATH    # another nnUNetPlans.json (3d_fullres)
+    python -m nnunet_lightseg.measure.inference_steps                 # Hippocampus plan patch and paper inputs
+    python -m nnunet_lightseg.measure.inference_steps --plans PATH    # another nnUNetPlans.json (3d_fullres)
 """
 from __future__ import annotations
 

@@ -1,0 +1,8 @@
+"""Measurement scripts behind the figures in docs/, each run as `python -m nnunet_lightseg.measure.<name>`.
+
+- `inference_steps`: per-patch CPU latency of each step of the inference fast path (docs/performance.md)
+- `predictor_per_case`: seconds per case through nnU-Net's own predictor (docs/performance.md)
+- `training_layout`: CPU training step, default against channels-last layout (docs/performance.md)
+- `lightmedseg_stability`: LightMedSeg under nnU-Net's recipe on a synthetic task
+  (docs/architectures/lightmedseg.md)
+"""

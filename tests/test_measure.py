@@ -1,0 +1,24 @@
+"""The measurement modules behind docs/performance.md time what their tables say they time."""
+import torch
+
+from nnunet_lightseg import registry
+from nnunet_lightseg.architectures import fast_inference
+from nnunet_lightseg.measure import inference_steps, training_layout
+
+
+def test_plain_step_runs_the_plain_graph_and_fast_steps_run_copies():
+    network = registry.get("UltraLightUNet").create(1, 3, 3, [(2, 2, 2)] * 2)
+    calls = inference_steps.variants(network, 5, ours=True)
+    assert list(calls) == list(inference_steps.STEPS)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.inference_mode():
+        plain = calls["plain"](x)
+        assert fast_inference.cached_copy(network) is None  # the network's own fast path was not taken
+        for step, call in calls.items():
+            torch.testing.assert_close(call(x), plain, rtol=1e-4, atol=1e-5, msg=step)
+
+
+def test_training_layout_prints_a_row_per_model(capsys):
+    training_layout.main(["--models", "VeloxSeg", "--rounds", "1", "--batch", "1", "--threads", "1"])
+    table = capsys.readouterr().out
+    assert "| VeloxSeg |" in table and "channels_last" in table
