@@ -153,9 +153,11 @@ def architecture(entry: Entry) -> tuple[str, str]:
     return ("nnUNetTrainer" if trainer == "nnUNetTrainerBaseline" else trainer), entry.plans
 
 
-PROFILE_COLUMNS = {"params": "params", "gmac": "GMAC", "latency_s": "latency s/patch",
-                   "train_step_s": "train step s", "speedup_vs_reference": "speed-up",
-                   "mac_ratio_vs_reference": "MAC ratio", "predictor_s_per_case": "predictor s/case"}
+PROFILE_COLUMNS = {"params": "params", "gmac": "GMAC", "latency_s": "latency s/patch", "gmac_per_s": "GMAC/s",
+                   "speedup_vs_reference": "speed-up", "mac_ratio_vs_reference": "MAC ratio",
+                   "predictor_s_per_case": "predictor s/case", "predictor_speedup_vs_reference": "predictor speed-up",
+                   "train_step_s": "train step s", "peak_memory_inference_mb": "peak MB inference",
+                   "peak_memory_training_mb": "peak MB training"}
 
 
 def profile_row(entry: Entry, profile: dict | None) -> dict | None:
@@ -236,9 +238,11 @@ def build(folder: str, configuration: str, reference: str | None = None, profile
                      f"percentile bootstrap CIs ({stats.BOOTSTRAP_RESAMPLES} resamples) of the mean.")
     if profile:
         m = profile["machine"]
+        memory = ("CUDA allocator peak" if profile["device"].startswith("cuda") else
+                  "peak resident set size of a fresh process, Python and torch included")
         notes.append(f"Profile: patch size of each plan, device {profile['device']}, {m['torch_threads']} threads, "
                      f"{m.get('gpu', m['cpu'])}, torch {m['torch']}; speed-up and MAC ratio against "
-                     f"{profile['reference']}.")
+                     f"{profile['reference']}; peak MB: {memory}.")
     return {"summary": summary_table(runs, cases, metrics, profile), "cases": cases, "comparisons": comparisons,
             "notes": notes, "reference": reference, "configuration": configuration, "folder": folder}
 

@@ -105,12 +105,15 @@ def test_files_profile_merge_and_plots(results, tmp_path):
                "results": [{"entry": "nnUNetTrainer", "params": 3e7, "gmac": 100.0, "latency_s": 1.0,
                             "speedup_vs_reference": 1.0, "mac_ratio_vs_reference": 1.0},
                            {"entry": "nnUNetTrainerUltraLightUNet_5epochs", "params": 5e5, "gmac": 3.0,
-                            "latency_s": 0.5, "speedup_vs_reference": 2.0, "mac_ratio_vs_reference": 33.3},
+                            "latency_s": 0.5, "speedup_vs_reference": 2.0, "mac_ratio_vs_reference": 33.3,
+                            "peak_memory_inference_mb": 900.0, "peak_memory_training_mb": 1500.0},
                            {"entry": "nnUNetTrainerVeloxSeg", "error": "RuntimeError: boom"}]}
     built = report.build(results, CONFIGURATION, surface=False, profile=profile)
     table = built["summary"].set_index("model")
     assert table.loc["nnUNetTrainerUltraLightUNet", "GMAC"] == 3.0  # the schedule suffix does not matter
     assert table.loc["nnUNetTrainerUltraLightUNet", "speed-up"] == 2.0
+    assert table.loc["nnUNetTrainerUltraLightUNet", "peak MB training"] == 1500.0
+    assert any("peak resident set size" in note for note in built["notes"])
     assert pd.isna(table.loc["nnUNetTrainerVeloxSeg", "GMAC"])
     written = report.write(built, str(tmp_path / "out"), "Tiny")
     names = {os.path.basename(p) for p in written}
