@@ -6,3 +6,5 @@
 - `lightmedseg_stability`: LightMedSeg under nnU-Net's recipe on a synthetic task
   (docs/architectures/lightmedseg.md)
 """
+
+DEFAULT_MODELS = ("UltraLightUNet", "VeloxSeg", "LightMedSeg", "DALight3D")  # each paper model's default variant

@@ -29,9 +29,9 @@ import torch
 from nnunet_lightseg import registry
 from nnunet_lightseg.architectures.fast_inference import build_inference_copy, plain_path, run_inference_copy
 from nnunet_lightseg.profiling import count_gmac, machine_description
+from nnunet_lightseg.measure import DEFAULT_MODELS
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-DEFAULT_MODELS = ("UltraLightUNet", "VeloxSeg", "LightMedSeg", "DALight3D")
 # Task04_Hippocampus planned by nnUNetv2_plan_experiment -d 4 (nnunetv2 2.8.1): 3d_fullres.
 HIPPOCAMPUS = {
     "patch_size": [40, 56, 40], "input_channels": 1, "classes": 3,

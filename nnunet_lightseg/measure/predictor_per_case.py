@@ -21,13 +21,13 @@ import time
 import torch
 
 import nnunet_lightseg.trainers as trainers
+from nnunet_lightseg.measure import DEFAULT_MODELS
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-DEFAULT_MODELS = ("UltraLightUNet", "VeloxSeg", "LightMedSeg", "DALight3D")
 
 
 def predictors(plans_path: str, models, configuration: str = "3d_fullres") -> dict:

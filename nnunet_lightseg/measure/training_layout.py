@@ -20,8 +20,8 @@ import torch
 
 from nnunet_lightseg import registry
 from nnunet_lightseg.profiling import machine_description
+from nnunet_lightseg.measure import DEFAULT_MODELS
 
-DEFAULT_MODELS = ("UltraLightUNet", "VeloxSeg", "LightMedSeg", "DALight3D")
 PATCH = (40, 56, 40)  # Hippocampus 3d_fullres plan: 1 channel, 3 classes, strides (2, 2, 2) x 3
 STRIDES = [(2, 2, 2)] * 3
 
