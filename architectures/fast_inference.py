@@ -275,6 +275,15 @@ def channels_last_weights(module: nn.Module, ndim: int):
     return memory_format
 
 
+def apply_training_memory_format(network: nn.Module, ndim: int) -> bool:
+    """For CPU training: lay the conv weights out channels-last if the network's `training_memory_format`
+    asks for it (measured per network, docs/performance.md). Returns whether it did."""
+    if getattr(network, "training_memory_format", None) != "channels_last":
+        return False
+    channels_last_weights(network, ndim)
+    return True
+
+
 def run_inference_copy(fast: nn.Module, *args, **kwargs):
     """Call an inference copy: inputs in its memory format, outputs back in the default one."""
     if fast.memory_format is not None:

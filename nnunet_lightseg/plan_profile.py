@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from nnunet_lightseg import profiling
+from nnunet_lightseg.architectures.fast_inference import apply_training_memory_format
 from nnunet_lightseg.baselines import REFERENCE, Entry
 
 
@@ -235,6 +236,8 @@ def measure(trainer_name: str, plans_manager, configuration_manager, dataset_jso
     del network
     network, _ = build_network(trainer_class, plans_manager, configuration_manager, dataset_json, deep_supervision)
     network.to(device)
+    if device.type == "cpu":  # as our trainers' initialize does
+        apply_training_memory_format(network, len(patch) + 2)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result["train_step_s"] = training_step_seconds(network, (batch, in_channels, *patch), classes, device,

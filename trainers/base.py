@@ -20,7 +20,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnunet_lightseg import registry
-from nnunet_lightseg.architectures.fast_inference import channels_last_weights
+from nnunet_lightseg.architectures.fast_inference import apply_training_memory_format
 
 ITERATIONS_VARIABLE = "NNUNET_LIGHTSEG_ITERATIONS"
 VAL_ITERATIONS_VARIABLE = "NNUNET_LIGHTSEG_VAL_ITERATIONS"
@@ -114,8 +114,8 @@ class LightSegTrainer(IterationsFromEnvironment, nnUNetTrainer):
         prefers it for training (a layout change only: same maths, same state_dict keys)."""
         super().initialize()
         network = unwrap(self.network)
-        if self.device.type == "cpu" and getattr(network, "training_memory_format", None) == "channels_last":
-            channels_last_weights(network, len(self.configuration_manager.patch_size) + 2)
+        if self.device.type == "cpu":
+            apply_training_memory_format(network, len(self.configuration_manager.patch_size) + 2)
 
     def _get_deep_supervision_scales(self):
         """The scales of the outputs the network really produces (not the plan's pooling steps)."""

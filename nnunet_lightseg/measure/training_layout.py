@@ -4,7 +4,8 @@ On CPU, `LightSegTrainer.initialize` (trainers/base.py) lays conv weights out ch
 network's `training_memory_format` says "channels_last": the same parameters and maths, a layout
 only. This script measures what that choice is based on: forward + backward with deep supervision
 (a stand-in loss, the mean square of every output), float32, on a random batch of the Hippocampus
-plan's patch, both layouts interleaved per round; minimum and median over rounds.
+plan's patch in the default layout (as nnU-Net's data loader delivers it), the weights in either
+layout, interleaved per round; minimum and median over rounds.
 
     python -m nnunet_lightseg.measure.training_layout --threads 1 --rounds 5
 """
@@ -19,6 +20,7 @@ import time
 import torch
 
 from nnunet_lightseg import registry
+from nnunet_lightseg.architectures.fast_inference import channels_last_weights
 from nnunet_lightseg.profiling import machine_description
 from nnunet_lightseg.measure import DEFAULT_MODELS
 
@@ -39,13 +41,13 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    last = torch.channels_last_3d
     x = torch.randn(args.batch, 1, *PATCH)
     runs = {}
     for name in args.models:
         network = registry.get(name).create(1, 3, 3, STRIDES, deep_supervision=True).train()
-        runs[name] = {"default": (network, x),
-                      "channels-last": (copy.deepcopy(network).to(memory_format=last), x.contiguous(memory_format=last)),
+        channels_last = copy.deepcopy(network)
+        channels_last_weights(channels_last, x.ndim)
+        runs[name] = {"default": (network, x), "channels-last": (channels_last, x),
                       "chosen": getattr(network, "training_memory_format", "contiguous")}
     times = {(name, layout): [] for name in runs for layout in ("default", "channels-last")}
     load_before = os.getloadavg()[0]
