@@ -275,12 +275,23 @@ def channels_last_weights(module: nn.Module, ndim: int):
     return memory_format
 
 
+def _channels_last_input(module: nn.Module, args: tuple):
+    """Forward pre-hook: in training, hand the network its input batch channels-last."""
+    if module.training and args and isinstance(args[0], torch.Tensor) and args[0].ndim in (4, 5):
+        memory_format = torch.channels_last_3d if args[0].ndim == 5 else torch.channels_last
+        return (args[0].contiguous(memory_format=memory_format), *args[1:])
+    return None
+
+
 def apply_training_memory_format(network: nn.Module, ndim: int) -> bool:
     """For CPU training: lay the conv weights out channels-last if the network's `training_memory_format`
-    asks for it (measured per network, docs/performance.md). Returns whether it did."""
+    asks for it, and its input batches too if `training_input_memory_format` does (both measured per
+    network, docs/performance.md; a layout only). Returns whether the weights were changed."""
     if getattr(network, "training_memory_format", None) != "channels_last":
         return False
     channels_last_weights(network, ndim)
+    if getattr(network, "training_input_memory_format", None) == "channels_last":
+        network.register_forward_pre_hook(_channels_last_input)
     return True
 
 
@@ -294,13 +305,15 @@ def run_inference_copy(fast: nn.Module, *args, **kwargs):
 class FastInferenceModule(nn.Module):
     """Base class of the networks: adds the cached inference fast path described in this module.
 
-    Subclasses may set `inference_memory_format` and `training_memory_format` ("channels_last" or
-    "contiguous", whichever measures faster: docs/performance.md) and override
+    Subclasses may set `inference_memory_format`, `training_memory_format` (weights) and
+    `training_input_memory_format` (input batches) to "channels_last" or "contiguous", whichever
+    measures faster (docs/performance.md), and override
     `prepare_inference_copy` for network-specific rewrites of the copy.
     """
 
     inference_memory_format = "channels_last"
     training_memory_format = "channels_last"  # on CPU (trainers/base.py); same maths, a layout only
+    training_input_memory_format = "channels_last"  # the input batch too, in CPU training
 
     def __init__(self):
         super().__init__()

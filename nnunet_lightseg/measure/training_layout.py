@@ -1,11 +1,13 @@
-"""CPU training-step time of the default paper models in the default and the channels-last layout.
+"""CPU training-step time of the default paper models in the default and the channels-last layouts.
 
 On CPU, `LightSegTrainer.initialize` (trainers/base.py) lays conv weights out channels-last when the
-network's `training_memory_format` says "channels_last": the same parameters and maths, a layout
-only. This script measures what that choice is based on: forward + backward with deep supervision
-(a stand-in loss, the mean square of every output), float32, on a random batch of the Hippocampus
-plan's patch in the default layout (as nnU-Net's data loader delivers it), the weights in either
-layout, interleaved per round; minimum and median over rounds.
+network's `training_memory_format` says "channels_last", and hands it its input batches
+channels-last when `training_input_memory_format` does: the same parameters and maths, a layout
+only. This script measures what those choices are based on: forward + backward with deep
+supervision (a stand-in loss, the mean square of every output), float32, on a random batch of the
+Hippocampus plan's patch, in three layouts: default; channels-last weights (the batch as nnU-Net's
+data loader delivers it); channels-last weights and batch. Interleaved per round; minimum and
+median over rounds.
 
     python -m nnunet_lightseg.measure.training_layout --threads 1 --rounds 5
 """
@@ -26,6 +28,7 @@ from nnunet_lightseg.measure import DEFAULT_MODELS
 
 PATCH = (40, 56, 40)  # Hippocampus 3d_fullres plan: 1 channel, 3 classes, strides (2, 2, 2) x 3
 STRIDES = [(2, 2, 2)] * 3
+LAYOUTS = ("default", "weights", "weights+input")
 
 
 def step(network: torch.nn.Module, x: torch.Tensor) -> None:
@@ -47,16 +50,18 @@ def main(argv=None) -> None:
         network = registry.get(name).create(1, 3, 3, STRIDES, deep_supervision=True).train()
         channels_last = copy.deepcopy(network)
         channels_last_weights(channels_last, x.ndim)
-        runs[name] = {"default": (network, x), "channels-last": (channels_last, x),
-                      "chosen": getattr(network, "training_memory_format", "contiguous")}
-    times = {(name, layout): [] for name in runs for layout in ("default", "channels-last")}
+        runs[name] = {"default": (network, x), "weights": (channels_last, x),
+                      "weights+input": (channels_last, x.contiguous(memory_format=torch.channels_last_3d)),
+                      "chosen": (f"{getattr(network, 'training_memory_format', 'contiguous')} / "
+                                 f"{getattr(network, 'training_input_memory_format', 'contiguous')}")}
+    times = {(name, layout): [] for name in runs for layout in LAYOUTS}
     load_before = os.getloadavg()[0]
     for name, run in runs.items():  # warm-up
-        for layout in ("default", "channels-last"):
+        for layout in LAYOUTS:
             step(*run[layout])
     for _ in range(args.rounds):
         for name, run in runs.items():
-            for layout in ("default", "channels-last"):
+            for layout in LAYOUTS:
                 network, batch = run[layout]
                 network.zero_grad(set_to_none=True)
                 start = time.perf_counter()
@@ -65,12 +70,11 @@ def main(argv=None) -> None:
     print(f"machine: {machine_description()}, {os.cpu_count()} logical CPUs, torch threads {args.threads}, "
           f"batch {args.batch}x1x{'x'.join(map(str, PATCH))}, {args.rounds} interleaved rounds; load average "
           f"before {load_before:.1f}, after {os.getloadavg()[0]:.1f}\n\n"
-          "| model | default min ms | default median ms | channels-last min ms | channels-last median ms | "
-          "training_memory_format |\n|---|---|---|---|---|---|")
+          "| model | default min / median ms | channels-last weights | channels-last weights and input | "
+          "training_memory_format / training_input_memory_format |\n|---|---|---|---|---|")
     for name, run in runs.items():
-        d, c = times[(name, "default")], times[(name, "channels-last")]
-        print(f"| {name} | {min(d) * 1e3:.0f} | {statistics.median(d) * 1e3:.0f} | {min(c) * 1e3:.0f} | "
-              f"{statistics.median(c) * 1e3:.0f} | {run['chosen']} |")
+        cells = [f"{min(times[(name, l)]) * 1e3:.0f} / {statistics.median(times[(name, l)]) * 1e3:.0f}" for l in LAYOUTS]
+        print(f"| {name} | {' | '.join(cells)} | {run['chosen']} |")
 
 
 if __name__ == "__main__":
