@@ -262,12 +262,17 @@ def build_inference_copy(network: nn.Module, ndim: int, steps=STEPS) -> nn.Modul
     return fast
 
 
+def channels_last_format(ndim: int) -> torch.memory_format:
+    """The channels-last memory format of `ndim`-axis tensors (4: 2D batches, 5: 3D batches)."""
+    return torch.channels_last_3d if ndim == 5 else torch.channels_last
+
+
 def channels_last_weights(module: nn.Module, ndim: int):
     """Lay the module's `ndim`-axis parameters and buffers (conv weights) out channels-last, in place.
 
     Parameters stay the same objects (optimisers keep them); returns the memory format used.
     """
-    memory_format = torch.channels_last_3d if ndim == 5 else torch.channels_last
+    memory_format = channels_last_format(ndim)
     with torch.no_grad():
         for tensor in (*module.parameters(), *module.buffers()):
             if tensor.ndim == ndim:
@@ -278,8 +283,7 @@ def channels_last_weights(module: nn.Module, ndim: int):
 def _channels_last_input(module: nn.Module, args: tuple):
     """Forward pre-hook: in training, hand the network its input batch channels-last."""
     if module.training and args and isinstance(args[0], torch.Tensor) and args[0].ndim in (4, 5):
-        memory_format = torch.channels_last_3d if args[0].ndim == 5 else torch.channels_last
-        return (args[0].contiguous(memory_format=memory_format), *args[1:])
+        return (args[0].contiguous(memory_format=channels_last_format(args[0].ndim)), *args[1:])
     return None
 
 

@@ -251,28 +251,13 @@ def test_paper_recipe_settings():
 
 def test_nnunet_recipe_reduces_the_loss_without_nan():
     """A few steps of nnU-Net's optimiser (SGD, lr 1e-2, Nesterov momentum 0.99) and loss on a synthetic blob."""
-    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+    from nnunet_lightseg.measure.lightmedseg_stability import nnunet_recipe_losses
 
     net = build(ds=True)
     size = (12, 16, 12)
     zz, yy, xx = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in size], indexing="ij")
     y = (zz ** 2 + yy ** 2 + xx ** 2 < 0.4).float()[None, None].repeat(2, 1, 1, 1, 1)
     x = y + 0.3 * torch.randn_like(y)
-    targets = [torch.nn.functional.interpolate(y, size=scaled_size(size, s), mode="nearest")
-               for s in net.output_strides]
-    loss_fn = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False},
-                                                    {}, weight_ce=1, weight_dice=1,
-                                                    dice_class=MemoryEfficientSoftDiceLoss), [4 / 7, 2 / 7, 1 / 7, 0])
-    optimizer = torch.optim.SGD(net.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
-    losses = []
-    for _ in range(10):
-        loss = loss_fn(net(x), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
-        optimizer.step()
-        losses.append(loss.item())
+    losses = nnunet_recipe_losses(net, [(x, y)] * 10)
     assert np.isfinite(losses).all()
     assert np.mean(losses[-3:]) < losses[0]

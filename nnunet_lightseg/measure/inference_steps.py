@@ -27,7 +27,8 @@ import time
 import torch
 
 from nnunet_lightseg import registry
-from nnunet_lightseg.architectures.fast_inference import build_inference_copy, plain_path, run_inference_copy
+from nnunet_lightseg.architectures.fast_inference import (build_inference_copy, channels_last_format, plain_path,
+                                                           run_inference_copy)
 from nnunet_lightseg.profiling import count_gmac, machine_description
 from nnunet_lightseg.measure import DEFAULT_MODELS
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -72,9 +73,10 @@ def variants(network: torch.nn.Module, ndim: int, ours: bool) -> dict:
     """Callables per step: the plain network and copies with the cumulative rewrites."""
     network.eval()
     if not ours:
-        last = torch.channels_last_3d if ndim == 5 else torch.channels_last
+        last = channels_last_format(ndim)
         copied = copy.deepcopy(network).to(memory_format=last)
         return {"plain": network, "+channels-last": lambda x: copied(x.contiguous(memory_format=last)).contiguous()}
+
     def plain(x):
         with plain_path():  # calling the network itself in eval mode would take the fast path
             return network(x)

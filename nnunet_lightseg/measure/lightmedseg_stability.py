@@ -32,17 +32,17 @@ def sample(n, size):
     return torch.stack(images), torch.stack(labels)
 
 
-def main(steps=200, size=(24, 32, 24), model="LightMedSeg"):
-    torch.manual_seed(0)
-    net = registry.get(model).create(1, 3, 3, [(2, 2, 2)] * 3, True)
+def nnunet_recipe_losses(net: torch.nn.Module, batches) -> list[float]:
+    """Train `net` (deep supervision on) on `batches` of (image, label) with nnU-Net's recipe: SGD lr 1e-2,
+    Nesterov momentum 0.99, weight decay 3e-5, gradient clipping at 12, deep-supervised Dice + CE with
+    nnU-Net's loss weights. Returns the loss of every step."""
     loss_fn = DeepSupervisionWrapper(
         DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
                        weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss), [4 / 7, 2 / 7, 1 / 7, 0])
     optimizer = torch.optim.SGD(net.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
-    losses, start = [], time.time()
-    for _ in range(steps):
-        x, y = sample(2, size)
-        targets = [torch.nn.functional.interpolate(y, size=scaled_size(size, s), mode="nearest")
+    losses = []
+    for x, y in batches:
+        targets = [torch.nn.functional.interpolate(y, size=scaled_size(tuple(y.shape[2:]), s), mode="nearest")
                    for s in net.output_strides]
         loss = loss_fn(net(x), targets)
         optimizer.zero_grad()
@@ -50,6 +50,14 @@ def main(steps=200, size=(24, 32, 24), model="LightMedSeg"):
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
         optimizer.step()
         losses.append(loss.item())
+    return losses
+
+
+def main(steps=200, size=(24, 32, 24), model="LightMedSeg"):
+    torch.manual_seed(0)
+    net = registry.get(model).create(1, 3, 3, [(2, 2, 2)] * 3, True)
+    start = time.time()
+    losses = nnunet_recipe_losses(net, (sample(2, size) for _ in range(steps)))
     print(f"{model}: {steps} steps, {(time.time() - start) / steps:.2f} s/step, NaN: {not np.isfinite(losses).all()}")
     print(f"loss first {losses[0]:.3f}, last {losses[-1]:.3f}; mean of the first 10 {np.mean(losses[:10]):.3f}, "
           f"of the last 10 {np.mean(losses[-10:]):.3f}")

@@ -29,7 +29,6 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 
-
 def predictors(plans_path: str, models, configuration: str = "3d_fullres") -> dict:
     plans_manager = PlansManager(plans_path)
     dataset_json = json.load(open(os.path.join(os.path.dirname(plans_path), "dataset.json")))

@@ -22,7 +22,7 @@ import time
 import torch
 
 from nnunet_lightseg import registry
-from nnunet_lightseg.architectures.fast_inference import channels_last_weights
+from nnunet_lightseg.architectures.fast_inference import channels_last_format, channels_last_weights
 from nnunet_lightseg.profiling import machine_description
 from nnunet_lightseg.measure import DEFAULT_MODELS
 
@@ -51,7 +51,7 @@ def main(argv=None) -> None:
         channels_last = copy.deepcopy(network)
         channels_last_weights(channels_last, x.ndim)
         runs[name] = {"default": (network, x), "weights": (channels_last, x),
-                      "weights+input": (channels_last, x.contiguous(memory_format=torch.channels_last_3d)),
+                      "weights+input": (channels_last, x.contiguous(memory_format=channels_last_format(x.ndim))),
                       "chosen": (f"{getattr(network, 'training_memory_format', 'contiguous')} / "
                                  f"{getattr(network, 'training_input_memory_format', 'contiguous')}")}
     times = {(name, layout): [] for name in runs for layout in LAYOUTS}
