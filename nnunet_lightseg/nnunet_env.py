@@ -1,0 +1,116 @@
+"""nnU-Net's environment as the tools use it (standard library only; nnunetv2 is imported lazily).
+
+The folder variables, the default trainers, where a dataset's results are, a private set of
+nnU-Net folders for a run, and running a stock console command (`nnUNetv2_train`, ...) with its
+output kept in a log. Errors are `nnunet_lightseg.errors` exceptions with one-line messages.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from typing import Callable, Mapping
+
+from nnunet_lightseg.errors import NnUNetEnvironmentError, StepFailed
+
+RAW, PREPROCESSED, RESULTS = "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
+FOLDER_VARIABLES = {RAW: "raw", PREPROCESSED: "preprocessed", RESULTS: "results"}  # variable -> private subfolder
+AUGMENTATION_WORKERS = "nnUNet_n_proc_DA"  # nnU-Net's data-augmentation worker processes
+
+# Each paper model's default variant, and its trainer: what benchmark, profile and the measure
+# scripts run unless told otherwise (nnU-Net's default is added as the reference where one is needed).
+DEFAULT_MODELS = ("UltraLightUNet", "LightMedSeg", "DALight3D", "VeloxSeg")
+DEFAULT_TRAINERS = tuple(f"nnUNetTrainer{model}" for model in DEFAULT_MODELS)
+
+_ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b")
+
+
+def require_folders(environ: Mapping[str, str] | None = None) -> None:
+    """Raise NnUNetEnvironmentError naming the folder variables that are not set."""
+    environ = os.environ if environ is None else environ
+    missing = [variable for variable in FOLDER_VARIABLES if not environ.get(variable)]
+    if missing:
+        raise NnUNetEnvironmentError(f"set {', '.join(missing)} as for nnUNetv2_train "
+                                     f"(nnU-Net's documentation/setting_up_paths.md).")
+
+
+def private_environment(work: str, base: Mapping[str, str] | None = None) -> dict:
+    """A copy of `base` (default os.environ) whose nnU-Net folders are work/raw, work/preprocessed and
+    work/results (created), so that a run touches none of the user's own folders."""
+    env = dict(os.environ if base is None else base)
+    for variable, sub in FOLDER_VARIABLES.items():
+        env[variable] = os.path.join(os.path.abspath(work), sub)
+        os.makedirs(env[variable], exist_ok=True)
+    return env
+
+
+def dataset_name(dataset: str) -> str:
+    """'4', '004' or 'Dataset004_Hippocampus' -> 'Dataset004_Hippocampus', as nnU-Net resolves it
+    (in the nnU-Net folders of os.environ)."""
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    try:
+        return maybe_convert_to_dataset_name(dataset)
+    except (RuntimeError, ValueError) as error:
+        raise NnUNetEnvironmentError(f"dataset {dataset!r} not found ({error}). Check {RAW}/{PREPROCESSED} and "
+                                     f"the dataset id or name.") from None
+
+
+def results_folder(dataset: str) -> str:
+    """<nnUNet_results>/<dataset name>: where nnUNetv2_train writes the dataset's runs."""
+    results = os.environ.get(RESULTS)
+    if not results:
+        raise NnUNetEnvironmentError(f"{RESULTS} is not set: export it as for nnUNetv2_train.")
+    return os.path.join(results, dataset_name(dataset))
+
+
+def console_command(name: str) -> str:
+    """The path of a stock console script (e.g. nnUNetv2_train) of this Python environment."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    found = beside if os.path.exists(beside) else shutil.which(name)
+    if found is None:
+        raise NnUNetEnvironmentError(f"{name} not found: install nnU-Net into this environment "
+                                     f"(pip install nnunet-lightseg).")
+    return found
+
+
+def run_logged(command: list[str], env: Mapping[str, str], log_path: str,
+               echo: Callable[[str], None] | None = None, timeout: float | None = None) -> str:
+    """Run a stock console command (its name first) and return what it printed.
+
+    Its output (stdout and stderr) is appended to `log_path` after a `$ command` line, and each
+    line is passed to `echo` as it comes, if given. Raises StepFailed, with a one-line message (exit
+    status, the first error line it printed, the log) when it fails or runs past `timeout` seconds.
+    """
+    command = [console_command(command[0]), *command[1:]]
+    lines = []
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+        log.flush()
+        process = subprocess.Popen(command, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, bufsize=1)
+        timer = threading.Timer(timeout, process.kill) if timeout else None
+        if timer:
+            timer.start()
+        try:
+            for line in process.stdout:
+                log.write(line)
+                lines.append(line)
+                if echo is not None:
+                    echo(line.rstrip("\n"))
+            code = process.wait()
+        finally:
+            if timer:
+                timer.cancel()
+    output = "".join(lines)
+    if code != 0:
+        printed = [line.rstrip() for line in lines if line.strip()]
+        errors = [line for line in printed if _ERROR_LINE.match(line)]
+        cause = errors[0] if errors else (printed[-1] if printed else "no output")
+        if timer and code < 0:
+            cause = f"stopped after {timeout:g} s"
+        raise StepFailed(f"{os.path.basename(command[0])} exited {code}: {cause[:300]} (log {log_path})", output)
+    return output
