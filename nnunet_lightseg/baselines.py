@@ -7,11 +7,16 @@ for ResEnc M. MONAI's networks are not registry models (they need the patch size
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from nnunet_lightseg.errors import UsageError
+from nnunet_lightseg.schedules import base_name
 
 DEFAULT_PLANS = "nnUNetPlans"
 REFERENCE = "nnUNetTrainer"  # nnU-Net's default, the reference of every speed-up and test
+# nnU-Net's default as it trains on our short schedules (trainers/nnunet_baselines.py): nnU-Net's own
+# `nnUNetTrainer_5epochs` would keep 250 iterations per epoch.
+SCHEDULABLE_REFERENCE = "nnUNetTrainerBaseline"
 # The experiment planner that writes each plans name nnU-Net ships (nnUNetv2_plan_experiment -pl).
 PLANNERS = {
     "nnUNetPlans": "ExperimentPlanner",
@@ -19,7 +24,13 @@ PLANNERS = {
     "nnUNetResEncUNetLPlans": "nnUNetPlannerResEncL",
     "nnUNetResEncUNetXLPlans": "nnUNetPlannerResEncXL",
 }
-_SCHEDULE_SUFFIX = re.compile(r"_\d+epochs?$")
+
+
+def network_trainer(trainer: str) -> str:
+    """The trainer that names the network and recipe: without its schedule, nnUNetTrainerBaseline as
+    nnUNetTrainer."""
+    base = base_name(trainer)
+    return REFERENCE if base == SCHEDULABLE_REFERENCE else base
 
 
 @dataclass(frozen=True)
@@ -34,15 +45,14 @@ class Entry:
     @property
     def is_nnunet_default(self) -> bool:
         """nnU-Net's default network and recipe on its default plans, whatever the schedule."""
-        base = _SCHEDULE_SUFFIX.sub("", self.trainer)
-        return base in (REFERENCE, "nnUNetTrainerBaseline") and self.plans == DEFAULT_PLANS
+        return network_trainer(self.trainer) == REFERENCE and self.plans == DEFAULT_PLANS
 
 
 def parse_entry(text: str) -> Entry:
-    """`TRAINER` or `TRAINER__PLANS`; raises ValueError naming the expected form."""
+    """`TRAINER` or `TRAINER__PLANS`; raises UsageError naming the expected form."""
     parts = text.split("__")
     if len(parts) > 2 or not all(parts) or not parts[0].startswith("nnUNetTrainer"):
-        raise ValueError(f"{text!r} is not a trainer: write TRAINER or TRAINER__PLANS, e.g. nnUNetTrainerVeloxSeg or "
+        raise UsageError(f"{text!r} is not a trainer: write TRAINER or TRAINER__PLANS, e.g. nnUNetTrainerVeloxSeg or "
                          f"nnUNetTrainer__nnUNetResEncUNetMPlans (`nnunet-lightseg list` shows the trainers).")
     return Entry(*parts)
 

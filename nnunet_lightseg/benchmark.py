@@ -7,63 +7,80 @@ With `-d D -c C` it runs on the user's dataset in their nnUNet_raw/_preprocessed
 Every (trainer, fold) is one `nnUNetv2_train` subprocess (`--c` resumes an interrupted fold,
 `--val` redoes a missing validation); a fold with checkpoint_final.pth and
 validation/summary.json is finished and skipped, so running the same command again resumes.
-A failing trainer is recorded (state file and report) and the others go on. Short schedules
-use the `_<N>epochs` trainers and NNUNET_LIGHTSEG_ITERATIONS; nnU-Net's default runs as
-`nnUNetTrainerBaseline`, which honours the same iteration count (see trainers/nnunet_baselines.py).
+A short schedule is part of the trainer name (`<trainer>_<E>epochs_<I>iters`, `schedules`), so a
+fold trained on another schedule lives in another folder and is never taken for this one's.
+nnU-Net's default runs as `nnUNetTrainerBaseline` on short schedules (trainers/nnunet_baselines.py).
+A failing trainer is recorded (state file and report) and the others go on.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
-from nnunet_lightseg.baselines import DEFAULT_PLANS, PLANNERS, Entry
+from nnunet_lightseg import plan_profile, report
+from nnunet_lightseg.baselines import PLANNERS, REFERENCE, SCHEDULABLE_REFERENCE, Entry, parse_entry
+from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID, DEFAULT_DATASET_NAME, DemoSettings, write_dataset
+from nnunet_lightseg.errors import LightSegError, StepFailed, UsageError
+from nnunet_lightseg.nnunet_env import (AUGMENTATION_WORKERS, DEFAULT_TRAINERS, PREPROCESSED, RAW, RESULTS,
+                                        dataset_name, private_environment, require_folders, run_logged)
+from nnunet_lightseg.schedules import DEPRECATED_VARIABLES, Schedule, scheduled_name, split
 
 STATE_FILE = "benchmark_state.json"
-LOG_TAIL_LINES = 15
+DEMO_SCHEDULE = Schedule(epochs=5, iterations=20)  # without -d: a short CPU schedule
+
+Runner = Callable[[list, dict, str], object]  # (command, env, log path); raises StepFailed
 
 
-class StepFailed(RuntimeError):
-    """A stock command failed. str() is one line (the exit status and the error it printed);
-    `details` holds the tail of its log."""
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """One benchmark run. Without `dataset`, the built-in demo data in `output`."""
 
-    def __init__(self, message: str, details: str = ""):
-        super().__init__(message)
-        self.details = details
+    output: str = "lightseg-benchmark"
+    dataset: str | None = None
+    configuration: str | None = None  # required with dataset
+    trainers: tuple[str, ...] = ()  # TRAINER or TRAINER__PLANS; () = nnU-Net's default and DEFAULT_TRAINERS
+    folds: tuple[int, ...] = (0,)
+    epochs: int | None = None  # demo default 5; with a dataset, the trainers' own (nnU-Net's 1000)
+    iterations: int | None = None  # per epoch; demo default 20; with a dataset, the trainers' own (250)
+    device: str = "cpu"
+    predictor: bool = False  # time nnUNetPredictor end to end in the profile
+    profile: bool = True
+    surface: bool = True  # HD95 and NSD in the report
+
+    def __post_init__(self):
+        if self.dataset is not None and self.configuration is None:
+            raise UsageError("-d needs -c CONFIGURATION, e.g. -c 3d_fullres")
+        if any(value is not None and value < 1 for value in (self.epochs, self.iterations)):
+            raise UsageError("--epochs and --iterations must be at least 1")
+        if not self.folds or any(fold < 0 for fold in self.folds):
+            raise UsageError("--folds takes fold numbers, e.g. --folds 0 1 2 3 4")
+
+    @property
+    def schedule(self) -> Schedule:
+        if self.dataset is None:
+            return Schedule(self.epochs or DEMO_SCHEDULE.epochs, self.iterations or DEMO_SCHEDULE.iterations)
+        return Schedule(self.epochs, self.iterations)
 
 
-_ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b")
+@dataclass
+class BenchmarkResult:
+    failures: dict[str, str] = field(default_factory=dict)  # entry name -> one-line error
+    report_files: list[str] = field(default_factory=list)  # empty when the report failed
 
 
-def run_logged(command: list[str], env: dict, log_path: str) -> None:
-    """Run a stock nnU-Net command, its output appended to log_path; raise StepFailed on failure."""
-    from nnunet_lightseg.demo import nnunet_command
-
-    command = [nnunet_command(command[0]), *command[1:]]
-    with open(log_path, "a") as log:
-        log.write(f"\n$ {' '.join(command)}\n")
-        log.flush()
-        start = log.tell()
-        code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-    if code != 0:
-        with open(log_path) as log:
-            log.seek(start)
-            lines = [line.rstrip() for line in log if line.strip()]
-        errors = [line for line in lines if _ERROR_LINE.match(line)]
-        cause = errors[0] if errors else (lines[-1] if lines else "no output")
-        raise StepFailed(f"{os.path.basename(command[0])} exited {code}: {cause[:300]} (log {log_path})",
-                         "\n".join(lines[-LOG_TAIL_LINES:]))
-
-
-def scheduled(entry: Entry, epochs: int | None) -> Entry:
-    """The entry that trains on the requested schedule (the entry itself when epochs is None)."""
-    if epochs is None:
+def scheduled(entry: Entry, schedule: Schedule) -> Entry:
+    """The entry that trains on `schedule` (the entry itself for the default schedule)."""
+    if schedule.is_default:
         return entry
-    trainer = "nnUNetTrainerBaseline" if entry.trainer == "nnUNetTrainer" else entry.trainer
-    return Entry(f"{trainer}_{epochs}epoch{'' if epochs == 1 else 's'}", entry.plans)
+    base, own = split(entry.trainer)
+    if not own.is_default:
+        raise UsageError(f"{entry.trainer} already names a schedule: give {base} with --epochs/--iterations, "
+                         f"or leave those out (with -d) to train it as named.")
+    trainer = SCHEDULABLE_REFERENCE if base == REFERENCE else base
+    return Entry(scheduled_name(trainer, schedule), entry.plans)
 
 
 @dataclass(frozen=True)
@@ -83,9 +100,10 @@ def fold_state(folder: str) -> str:
     return "resume" if os.path.isfile(os.path.join(folder, "checkpoint_latest.pth")) else "new"
 
 
-def ensure_plans(dataset: str, configuration: str, plans: str, env: dict, log_path: str, runner, processes: int):
+def ensure_plans(dataset: str, configuration: str, plans: str, env: dict, log_path: str, runner: Runner,
+                 processes: int) -> None:
     """Plan and preprocess `plans` when its plans file or the configuration's data is missing."""
-    preprocessed = os.path.join(env["nnUNet_preprocessed"], dataset)
+    preprocessed = os.path.join(env[PREPROCESSED], dataset)
     dataset_id = dataset[len("Dataset"):len("Dataset") + 3]  # the planning commands take the number only
     plans_file = os.path.join(preprocessed, f"{plans}.json")
     if not os.path.isfile(plans_file):
@@ -120,10 +138,10 @@ class Progress:
 
 
 def train_all(dataset: str, configuration: str, entries: list[Entry], folds: list[int], env: dict, output: str,
-              device: str, runner=run_logged, say=print) -> dict[str, str]:
+              device: str, runner: Runner = run_logged, say=print) -> dict[str, str]:
     """Train and validate every entry x fold; returns {entry name: error} for those that failed."""
     log_path = os.path.join(output, "benchmark.log")
-    results = os.path.join(env["nnUNet_results"], dataset)
+    results = os.path.join(env[RESULTS], dataset)
     state_path = os.path.join(output, STATE_FILE)
     state = {}
     if os.path.isfile(state_path):
@@ -140,6 +158,7 @@ def train_all(dataset: str, configuration: str, entries: list[Entry], folds: lis
             for _ in folds:
                 progress.step(f"{entry.name}: planning failed, skipped")
             continue
+        schedule = split(entry.trainer)[1]
         for fold in folds:
             job = Job(entry, fold)
             status = fold_state(job.folder(results, configuration))
@@ -149,14 +168,15 @@ def train_all(dataset: str, configuration: str, entries: list[Entry], folds: lis
             command = ["nnUNetv2_train", dataset, configuration, str(fold), "-tr", entry.trainer, "-p", entry.plans,
                        "-device", device] + {"new": [], "resume": ["--c"], "validate": ["--val"]}[status]
             started = time.time()
+            record = {"epochs": schedule.epochs, "iterations": schedule.iterations}
             try:
                 runner(command, env, log_path)
             except StepFailed as error:
                 errors[entry.name] = str(error)
-                state[f"{entry.name}/fold_{fold}"] = {"error": str(error), "log_tail": error.details}
+                state[f"{entry.name}/fold_{fold}"] = {"error": str(error), "log_tail": error.details, **record}
                 progress.step(f"{entry.name} fold {fold}: FAILED ({errors[entry.name]})", time.time() - started)
                 continue
-            state[f"{entry.name}/fold_{fold}"] = {"seconds": time.time() - started}
+            state[f"{entry.name}/fold_{fold}"] = {"seconds": time.time() - started, **record}
             progress.step(f"{entry.name} fold {fold}: done in {time.time() - started:.0f} s", time.time() - started)
         with open(state_path, "w") as f:
             json.dump(state, f, indent=2)
@@ -165,72 +185,47 @@ def train_all(dataset: str, configuration: str, entries: list[Entry], folds: lis
     return errors
 
 
-def demo_environment(output: str) -> dict:
-    env = dict(os.environ)
-    for variable, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"),
-                          ("nnUNet_results", "results")):
-        env[variable] = os.path.join(output, sub)
-        os.makedirs(env[variable], exist_ok=True)
-    return env
-
-
-def run_benchmark(args, runner=run_logged, say=print) -> int:
-    """The `benchmark` command: train all, profile, report; returns 1 if any trainer failed."""
-    from nnunet_lightseg import plan_profile, report
-    from nnunet_lightseg.baselines import parse_entry
-    from nnunet_lightseg.cli import DEFAULT_TRAINERS
-
-    output = os.path.abspath(args.output)
-    os.makedirs(output, exist_ok=True)
-    demo = args.dataset is None
-    if demo:
-        from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID, DemoSettings, write_dataset
-
-        env = demo_environment(output)
-        write_dataset(env["nnUNet_raw"], DemoSettings())
-        dataset, configuration = f"Dataset{DEFAULT_DATASET_ID:03d}_LightSegDemo", "3d_fullres"
-        epochs = args.epochs or 5
-        iterations = args.iterations or 20
+def run_benchmark(config: BenchmarkConfig, runner: Runner = run_logged, say=print) -> BenchmarkResult:
+    """Train all, profile, report. A trainer that fails is recorded in the result and the others go on;
+    raises LightSegError when the benchmark cannot start (bad options, nnU-Net not set up)."""
+    output = os.path.abspath(config.output)
+    schedule = config.schedule
+    entries = [scheduled(parse_entry(t), schedule) for t in (config.trainers or (REFERENCE, *DEFAULT_TRAINERS))]
+    if config.dataset is None:
+        env = private_environment(output)
+        write_dataset(env[RAW], DemoSettings())
+        dataset, configuration = f"Dataset{DEFAULT_DATASET_ID:03d}_{DEFAULT_DATASET_NAME}", "3d_fullres"
     else:
-        if args.configuration is None:
-            raise SystemExit("nnunet-lightseg benchmark: -d needs -c CONFIGURATION, e.g. -c 3d_fullres")
-        missing = [v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not os.environ.get(v)]
-        if missing:
-            raise SystemExit(f"nnunet-lightseg benchmark: set {', '.join(missing)} as for nnUNetv2_train.")
+        require_folders()
         env = dict(os.environ)
-        dataset, configuration = plan_profile.dataset_name(args.dataset), args.configuration
-        epochs, iterations = args.epochs, args.iterations
-    if iterations is not None:
-        env["NNUNET_LIGHTSEG_ITERATIONS"] = str(iterations)
-        env["NNUNET_LIGHTSEG_VAL_ITERATIONS"] = str(max(1, iterations // 4))
-    env.setdefault("nnUNet_n_proc_DA", "1" if args.device == "cpu" else env.get("nnUNet_n_proc_DA", "4"))
-    try:
-        asked = [parse_entry(t) for t in (args.trainers or ["nnUNetTrainer", *DEFAULT_TRAINERS])]
-    except ValueError as error:
-        raise SystemExit(f"nnunet-lightseg benchmark: {error}")
-    entries = [scheduled(e, epochs) for e in asked]
-    say(f"benchmark of {len(entries)} trainers x folds {args.folds} on {dataset} {configuration} "
-        f"({'full schedule' if epochs is None else f'{epochs} epochs'}"
-        f"{'' if iterations is None else f' x {iterations} iterations'}, device {args.device}) into {output}")
-    errors = train_all(dataset, configuration, entries, args.folds, env, output, args.device, runner, say)
-
+        dataset, configuration = dataset_name(config.dataset), config.configuration
+    os.makedirs(output, exist_ok=True)
+    for variable in DEPRECATED_VARIABLES:  # the trainer names carry the schedule
+        env.pop(variable, None)
+    env.setdefault(AUGMENTATION_WORKERS, "1" if config.device == "cpu" else "4")
+    say(f"benchmark of {len(entries)} trainers x folds {list(config.folds)} on {dataset} {configuration} "
+        f"({schedule.describe()}, device {config.device}) into {output}")
+    result = BenchmarkResult(train_all(dataset, configuration, entries, list(config.folds), env, output,
+                                       config.device, runner, say))
     profile = None
-    if not args.no_profile:
+    if config.profile:
         say("profiling every trainer at the plan's patch size")
         try:
-            profile = plan_profile.profile(dataset, configuration, entries, device=args.device, env=env,
-                                           predictor=args.predictor, progress=say)
+            profile = plan_profile.profile(plan_profile.ProfileConfig(dataset, configuration, tuple(entries),
+                                                                      device=config.device,
+                                                                      predictor=config.predictor),
+                                           progress=say, env=env)
             plan_profile.write(profile, os.path.join(output, "profile.json"))
-        except plan_profile.ProfileError as error:
+        except LightSegError as error:
             say(f"profile failed: {error}")
-    results = os.path.join(env["nnUNet_results"], dataset)
     try:
-        built = report.build(results, configuration, profile=profile, errors=errors, surface=not args.no_surface)
-        written = report.write(built, os.path.join(output, "report"), f"{dataset} {configuration}")
+        built = report.build(os.path.join(env[RESULTS], dataset), configuration, profile=profile,
+                             errors=result.failures, surface=config.surface)
+        result.report_files = report.write(built, os.path.join(output, "report"), f"{dataset} {configuration}")
         say(built["summary"].to_string(index=False))
-        say(f"report: {written[-1]}")
-    except report.ReportError as error:
+        say(f"report: {result.report_files[-1]}")
+    except LightSegError as error:
         say(f"report failed: {error}")
-    for name, error in errors.items():
+    for name, error in result.failures.items():
         say(f"FAILED {name}: {error}")
-    return 1 if errors else 0
+    return result

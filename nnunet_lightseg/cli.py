@@ -1,14 +1,23 @@
-"""`nnunet-lightseg`: list the models, profile them, run the demo, benchmark and report."""
+"""`nnunet-lightseg`: list the models, profile them, run the demo, benchmark and report.
+
+The only module that turns errors into exit statuses: the commands' modules raise
+`nnunet_lightseg.errors` exceptions (and the registry's), which `main` prints as one line.
+"""
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-# The default paper trainers every benchmark runs (with nnU-Net's default as the reference).
-DEFAULT_TRAINERS = ("nnUNetTrainerUltraLightUNet", "nnUNetTrainerLightMedSeg", "nnUNetTrainerDALight3D",
-                    "nnUNetTrainerVeloxSeg")
+from nnunet_lightseg.errors import LightSegError, UsageError
+from nnunet_lightseg.nnunet_env import DEFAULT_TRAINERS
+
+EXIT_FAILED = 1  # a run failed (a trainer, a stock command, a profile or report that could not be made)
+EXIT_USAGE = 2  # the request cannot work as given (as argparse's own errors)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _trainers_by_model() -> dict[str, list[str]]:
@@ -45,7 +54,8 @@ def command_list(args) -> int:
         print(f"{row['model']:<28} {dims:<6} {row['description']}")
         print(f"{'':<28} trainers: {', '.join(row['trainers']) or '-'}")
         print(f"{'':<28} paper: {row['paper']}")
-    print("\nShort schedules: append _<N>epochs to any trainer name, e.g. nnUNetTrainerUltraLightUNet_5epochs.")
+    print("\nShort schedules: append _<E>epochs_<I>iters to any trainer name, e.g. "
+          "nnUNetTrainerUltraLightUNet_5epochs_20iters (docs/training.md).")
     print("Baselines (nnU-Net's default, ResEnc M, MONAI networks): nnunet-lightseg list --baselines")
     return 0
 
@@ -56,16 +66,16 @@ def command_profile(args) -> int:
     missing = [flag for flag, value in (("MODEL", args.model), ("--in-channels", args.in_channels),
                                         ("--classes", args.classes), ("--patch", args.patch)) if value is None]
     if missing:
-        raise SystemExit(f"nnunet-lightseg profile: give {', '.join(missing)} (a model in the paper's configuration), "
+        raise UsageError(f"give {', '.join(missing)} (a model in the paper's configuration), "
                          f"or -d DATASET -c CONFIGURATION to profile trainers at a plan's patch size.")
     from nnunet_lightseg import profiling, registry
 
     spec = registry.get(args.model)
     dim = len(args.patch)
     if dim not in (2, 3):
-        raise SystemExit(f"--patch takes two (2D) or three (3D) sizes, got {len(args.patch)}")
+        raise UsageError(f"--patch takes two (2D) or three (3D) sizes, got {len(args.patch)}")
     if args.in_channels < 1 or args.classes < 1 or min(args.patch) < 1:
-        raise SystemExit("--in-channels, --classes and the --patch sizes must be positive")
+        raise UsageError("--in-channels, --classes and the --patch sizes must be positive")
     network = spec.create(args.in_channels, args.classes, dim, plan_steps=None, deep_supervision=False)
     input_shape = (1, args.in_channels, *args.patch)
     result = {"model": spec.name, "params": profiling.count_parameters(network),
@@ -88,18 +98,14 @@ def command_profile_plan(args) -> int:
     from nnunet_lightseg.baselines import parse_entry
 
     if args.configuration is None:
-        raise SystemExit("nnunet-lightseg profile: -d needs -c CONFIGURATION as well, e.g. -c 3d_fullres")
+        raise UsageError("-d needs -c CONFIGURATION as well, e.g. -c 3d_fullres")
     if args.model is not None:
-        raise SystemExit(f"nnunet-lightseg profile: give either MODEL ({args.model}) or -d/-c, not both; "
-                         f"with -d, name trainers with --trainers.")
-    try:
-        entries = [parse_entry(t) for t in args.trainers]
-        result = plan_profile.profile(args.dataset, args.configuration, entries, device=args.device,
-                                      threads=args.threads, repeats=args.repeats, predictor=args.predictor,
-                                      tile_step_size=args.tile_step, mirroring=not args.no_mirroring,
-                                      progress=lambda line: print(line, file=sys.stderr, flush=True))
-    except (ValueError, plan_profile.ProfileError) as error:
-        raise SystemExit(f"nnunet-lightseg profile: {error}")
+        raise UsageError(f"give either MODEL ({args.model}) or -d/-c, not both; with -d, name trainers with --trainers.")
+    config = plan_profile.ProfileConfig(
+        args.dataset, args.configuration, tuple(parse_entry(t) for t in args.trainers), device=args.device,
+        threads=args.threads, repeats=args.repeats, predictor=args.predictor, tile_step_size=args.tile_step,
+        mirroring=not args.no_mirroring)
+    result = plan_profile.profile(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     output = args.output or plan_profile.default_output(result["dataset"], args.configuration)
     plan_profile.write(result, output)
     print(json.dumps(result, indent=2) if args.json else plan_profile.format_table(result))
@@ -109,40 +115,33 @@ def command_profile_plan(args) -> int:
 
 def command_report(args) -> int:
     from nnunet_lightseg import report
-    from nnunet_lightseg.plan_profile import ProfileError
 
-    try:
-        folder = report.results_folder(args.dataset)
-        profile_path = args.profile or os.path.join(folder, f"lightseg_profile_{args.configuration}.json")
-        profile = None
-        if os.path.isfile(profile_path):
-            with open(profile_path) as f:
-                profile = json.load(f)
-        elif args.profile:
-            raise report.ReportError(f"--profile {args.profile} does not exist; run nnunet-lightseg profile first.")
-        built = report.build(folder, args.configuration, reference=args.reference, profile=profile,
-                             surface=not args.no_surface, tolerance_mm=args.nsd_tolerance)
-        output = args.output or f"lightseg-report-{os.path.basename(folder)}-{args.configuration}"
-        written = report.write(built, output, f"{os.path.basename(folder)} {args.configuration}")
-    except (report.ReportError, ProfileError, FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"nnunet-lightseg report: {error}")
+    config = report.ReportConfig(args.dataset, args.configuration, reference=args.reference,
+                                 profile_path=args.profile, surface=not args.no_surface,
+                                 nsd_tolerance_mm=args.nsd_tolerance, output=args.output)
+    built, written = report.make_report(config)
     print(built["summary"].to_string(index=False))
     print("\n".join(["", *built["notes"], "", "written:", *written]))
     return 0
 
 
 def command_benchmark(args) -> int:
-    from nnunet_lightseg.benchmark import run_benchmark
+    from nnunet_lightseg.benchmark import BenchmarkConfig, run_benchmark
 
-    if args.epochs is not None and args.epochs < 1 or args.iterations is not None and args.iterations < 1:
-        raise SystemExit("nnunet-lightseg benchmark: --epochs and --iterations must be at least 1")
-    return run_benchmark(args, say=lambda line: print(line, flush=True))
+    config = BenchmarkConfig(output=args.output, dataset=args.dataset, configuration=args.configuration,
+                             trainers=tuple(args.trainers or ()), folds=tuple(args.folds), epochs=args.epochs,
+                             iterations=args.iterations, device=args.device, predictor=args.predictor,
+                             profile=not args.no_profile, surface=not args.no_surface)
+    result = run_benchmark(config, say=_say)
+    return EXIT_FAILED if result.failures else 0
 
 
 def command_demo(args) -> int:
-    from nnunet_lightseg.demo import run_demo
+    from nnunet_lightseg.demo import DemoConfig, run_demo
 
-    return run_demo(args)
+    run_demo(DemoConfig(output=args.output, trainer=args.trainer, epochs=args.epochs, iterations=args.iterations,
+                        device=args.device, use_nnunet_env=args.use_nnunet_env), say=_say)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,8 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trainers", nargs="+", help="TRAINER or TRAINER__PLANS, e.g. "
                    "nnUNetTrainer__nnUNetResEncUNetMPlans (default: nnUNetTrainer and the paper models' trainers)")
     p.add_argument("--folds", type=int, nargs="+", default=[0])
-    p.add_argument("--epochs", type=int, help="short schedule (demo default 5; with -d default nnU-Net's 1000)")
-    p.add_argument("--iterations", type=int, help="iterations per epoch (demo default 20; with -d nnU-Net's 250)")
+    p.add_argument("--epochs", type=int, help="short schedule (demo default 5; with -d default nnU-Net's 1000); "
+                                              "trains <trainer>_<E>epochs_<I>iters")
+    p.add_argument("--iterations", type=int, help="iterations per epoch (demo default 20; with -d nnU-Net's 250); "
+                                                  "validation runs a quarter as many")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--predictor", action="store_true", help="time nnUNetPredictor end to end in the profile")
     p.add_argument("--no-profile", action="store_true")
@@ -207,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="generate demo data, plan, train a short CPU schedule, predict, evaluate")
     p.add_argument("--output", default="lightseg-demo", help="working folder (default ./lightseg-demo)")
-    p.add_argument("--trainer", default="nnUNetTrainerUltraLightUNet")
+    p.add_argument("--trainer", default="nnUNetTrainerUltraLightUNet", help="a trainer without schedule suffix")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--iterations", type=int, default=25, help="training iterations per epoch")
+    p.add_argument("--iterations", type=int, default=25,
+                   help="training iterations per epoch (validation: a quarter as many)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--use-nnunet-env", action="store_true",
                    help="use the nnUNet_raw/_preprocessed/_results folders of your environment instead of --output")
@@ -218,14 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one command; its errors become one line on stderr and the exit status."""
     args = build_parser().parse_args(argv)
     from nnunet_lightseg.registry import UnknownModelError, UnsupportedConfigurationError
 
     try:
         return args.func(args)
-    except (UnknownModelError, UnsupportedConfigurationError) as error:
+    except (UsageError, UnknownModelError, UnsupportedConfigurationError, LightSegError) as error:
         print(f"nnunet-lightseg {args.command}: {error}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED if isinstance(error, LightSegError) and not isinstance(error, UsageError) else EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,29 +34,43 @@ from torch import nn
 from nnunet_lightseg import profiling
 from nnunet_lightseg.architectures.fast_inference import apply_training_memory_format
 from nnunet_lightseg.baselines import REFERENCE, Entry
+from nnunet_lightseg.errors import LightSegError, ProfileError, UsageError
+from nnunet_lightseg.nnunet_env import DEFAULT_TRAINERS, PREPROCESSED, dataset_name, results_folder
+from nnunet_lightseg.timing import median_seconds
+
+DEVICES = ("auto", "cpu", "cuda")
 
 
-class ProfileError(RuntimeError):
-    """A trainer or plan could not be profiled; the message says why and what to do."""
+@dataclass(frozen=True)
+class ProfileConfig:
+    """What `profile` measures: entries on one dataset's plan, and how."""
 
+    dataset: str
+    configuration: str
+    entries: tuple[Entry, ...] = tuple(Entry(trainer) for trainer in DEFAULT_TRAINERS)
+    device: str = "auto"  # auto: cuda when torch sees a GPU
+    threads: int | None = None  # CPU threads (default: torch's)
+    repeats: int = 5
+    predictor: bool = False  # also nnUNetPredictor end to end on a random case
+    tile_step_size: float = 0.5
+    mirroring: bool = True
 
-def dataset_name(dataset: str) -> str:
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    try:
-        return maybe_convert_to_dataset_name(dataset)
-    except RuntimeError as error:
-        raise ProfileError(f"dataset {dataset!r} not found ({error}). Check nnUNet_raw/nnUNet_preprocessed and the "
-                           f"dataset id or name.") from None
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise UsageError(f"device {self.device!r}: use one of {', '.join(DEVICES)}.")
+        if self.repeats < 1 or (self.threads is not None and self.threads < 1):
+            raise UsageError("--repeats and --threads must be at least 1.")
+        if not 0 < self.tile_step_size <= 1:
+            raise UsageError(f"--tile-step {self.tile_step_size} must be in (0, 1], e.g. nnU-Net's 0.5.")
 
 
 def load_plan(dataset: str, plans: str, configuration: str):
     """(PlansManager, ConfigurationManager, dataset_json) from nnUNet_preprocessed."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    nnUNet_preprocessed = os.environ.get("nnUNet_preprocessed")  # read now: the benchmark sets it for its children
+    nnUNet_preprocessed = os.environ.get(PREPROCESSED)  # read now: the benchmark sets it for its children
     if not nnUNet_preprocessed:
-        raise ProfileError("nnUNet_preprocessed is not set: export it as for nnUNetv2_train.")
+        raise ProfileError(f"{PREPROCESSED} is not set: export it as for nnUNetv2_train.")
     folder = os.path.join(nnUNet_preprocessed, dataset_name(dataset))
     plans_file = os.path.join(folder, f"{plans}.json")
     if not os.path.isfile(plans_file):
@@ -108,11 +122,6 @@ def trains_with_deep_supervision(trainer_class: type) -> bool:
     return bool(getattr(trainer_class, "paper_deep_supervision", True))
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda")
 
@@ -124,18 +133,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2 ** 20
 
 
-def _median_seconds(step, device: torch.device, repeats: int, warmup: int) -> float:
-    times = []
-    for i in range(warmup + repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        step()
-        _synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def inference_seconds(network: nn.Module, shape, device: torch.device, repeats: int, warmup: int) -> float:
     network.eval()
     x = torch.randn(tuple(shape), device=device)
@@ -143,7 +140,7 @@ def inference_seconds(network: nn.Module, shape, device: torch.device, repeats: 
     def step():
         with torch.inference_mode(), _autocast(device):
             network(x)
-    return _median_seconds(step, device, repeats, warmup)
+    return median_seconds(step, repeats, warmup, device)
 
 
 def training_step_seconds(network: nn.Module, shape, num_classes: int, device: torch.device, repeats: int,
@@ -170,7 +167,7 @@ def training_step_seconds(network: nn.Module, shape, num_classes: int, device: t
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-    return _median_seconds(step, device, repeats, warmup)
+    return median_seconds(step, repeats, warmup, device)
 
 
 def predictor_seconds(network: nn.Module, trainer_name: str, plans_manager, configuration_manager, dataset_json,
@@ -201,10 +198,9 @@ def predictor_seconds(network: nn.Module, trainer_name: str, plans_manager, conf
     tiles = int(np.prod([len(s) for s in compute_steps_for_sliding_window(tile_shape, patch, tile_step_size)]))
     in_channels = len(dataset_json["channel_names"])
     image = np.random.default_rng(seed).normal(size=(in_channels, *raw_shape)).astype(np.float32)
-    start = time.perf_counter()
-    predictor.predict_single_npy_array(image, {"spacing": raw_spacing})
-    _synchronize(device)
-    return {"predictor_s_per_case": time.perf_counter() - start, "predictor_case_shape": raw_shape,
+    seconds = median_seconds(lambda: predictor.predict_single_npy_array(image, {"spacing": raw_spacing}), repeats=1,
+                             warmup=0, device=device)
+    return {"predictor_s_per_case": seconds, "predictor_case_shape": raw_shape,
             "predictor_tile_step": tile_step_size, "predictor_mirroring": mirroring,
             "predictor_mirror_axes": list(mirror_axes) if mirroring else [],
             "predictor_tiles": tiles * slices,
@@ -266,24 +262,27 @@ def _child_command(entry: Entry, dataset: str, configuration: str, options: dict
          **options})]
 
 
-def profile(dataset: str, configuration: str, entries: list[Entry], device: str = "auto", threads: int | None = None,
-            repeats: int = 5, predictor: bool = False, tile_step_size: float = 0.5, mirroring: bool = True,
-            progress=print, run=subprocess.run, env: dict | None = None) -> dict:
-    """Profile every entry in its own process; the reference (nnU-Net's default) is added if missing."""
+def profile(config: ProfileConfig, progress: Callable[[str], None] = print, run=subprocess.run,
+            env: dict | None = None) -> dict:
+    """Profile every entry in its own process (`run`, with environment `env`); the reference
+    (nnU-Net's default) is added if missing. Raises ProfileError when the profile cannot start."""
+    device = config.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ProfileError("--device cuda asked for, but torch sees no GPU; use --device cpu.")
+    entries = list(config.entries)
     reference = next((e for e in entries if e.is_nnunet_default), None)
     if reference is None:
         reference = Entry(REFERENCE)
         entries = [reference, *entries]
-    options = {"device": device, "threads": threads, "repeats": repeats, "predictor": predictor,
-               "tile_step_size": tile_step_size, "mirroring": mirroring}
+    options = {"device": device, "threads": config.threads, "repeats": config.repeats, "predictor": config.predictor,
+               "tile_step_size": config.tile_step_size, "mirroring": config.mirroring}
     rows = []
     for i, entry in enumerate(entries):
-        progress(f"[{i + 1}/{len(entries)}] profiling {entry.name} on {dataset} {configuration} ({device})")
-        done = run(_child_command(entry, dataset, configuration, options), stdout=subprocess.PIPE,
+        progress(f"[{i + 1}/{len(entries)}] profiling {entry.name} on {config.dataset} {config.configuration} "
+                 f"({device})")
+        done = run(_child_command(entry, config.dataset, config.configuration, options), stdout=subprocess.PIPE,
                    stderr=subprocess.PIPE, text=True, env=env)
         if done.returncode == 0:
             row = json.loads(done.stdout.strip().splitlines()[-1])
@@ -293,8 +292,9 @@ def profile(dataset: str, configuration: str, entries: list[Entry], device: str 
     reference_row = rows[entries.index(reference)]
     if "error" not in reference_row:
         add_speedups(rows, reference_row)
-    return {"dataset": dataset_name(dataset), "configuration": configuration, "reference": reference.name,
-            "device": device, "repeats": repeats, "machine": machine(device, threads), "results": rows}
+    return {"dataset": dataset_name(config.dataset), "configuration": config.configuration,
+            "reference": reference.name, "device": device, "repeats": config.repeats,
+            "machine": machine(device, config.threads), "results": rows}
 
 
 TABLE_COLUMNS = (("entry", "{}"), ("params", "{:,}"), ("gmac", "{:.2f}"), ("latency_s", "{:.4f}"),
@@ -325,8 +325,6 @@ def format_table(result: dict) -> str:
 
 def default_output(dataset: str, configuration: str) -> str:
     """Where the report looks for the profile: beside the dataset's results."""
-    from nnunet_lightseg.report import results_folder
-
     return os.path.join(results_folder(dataset), f"lightseg_profile_{configuration}.json")
 
 
@@ -366,6 +364,6 @@ if __name__ == "__main__":
     # One entry, in a fresh process: the JSON result is the last line of stdout.
     try:
         print(json.dumps(_child(json.loads(sys.argv[1]))))
-    except (ProfileError, ValueError) as error:
+    except (LightSegError, ValueError) as error:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         sys.exit(2)

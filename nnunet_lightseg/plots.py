@@ -1,8 +1,6 @@
 """The report's PNG plots (matplotlib, Agg backend): Dice against cost with the Pareto front, and
-per-case box plots of foreground-mean Dice."""
+per-case box plots of foreground-mean Dice. Each takes plain data (names and numbers) and a path."""
 from __future__ import annotations
-
-import os
 
 from nnunet_lightseg import stats
 
@@ -39,6 +37,7 @@ def dice_against_cost(points: list[tuple[str, float, float]], cost_label: str, p
 
 
 def per_case_boxes(scores: dict[str, dict[str, float]], path: str) -> str:
+    """One box per model of its per-case scores ({model: {case: Dice}}); NaN cases left out."""
     plt = _pyplot()
     names = list(scores)
     figure, axes = plt.subplots(figsize=(max(5.0, 1.1 * len(names)), 4.5))
@@ -50,25 +49,3 @@ def per_case_boxes(scores: dict[str, dict[str, float]], path: str) -> str:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
-
-
-def write_all(report: dict, output: str) -> list[str]:
-    """The plots the report's data allow: cost plots need a profile, box plots need cases."""
-    from nnunet_lightseg.report import case_scores
-
-    written = []
-    cases = report["cases"]
-    if len(cases) == 0:
-        return written
-    scores = case_scores(cases)
-    written.append(per_case_boxes(scores, os.path.join(output, "dice_per_case.png")))
-    summary = report["summary"]
-    if "GMAC" in summary:
-        means = cases.groupby(["model", "fold", "label"])["Dice"].mean().groupby("model").mean()
-        for column, label, name in (("GMAC", "GMAC per patch", "dice_vs_gmac.png"),
-                                    ("params", "parameters", "dice_vs_params.png")):
-            rows = summary.dropna(subset=[column])
-            points = [(m, float(c), float(means[m])) for m, c in zip(rows["model"], rows[column]) if m in means]
-            if points:
-                written.append(dice_against_cost(points, label, os.path.join(output, name)))
-    return written

@@ -3,13 +3,12 @@
 GMAC is counted with `torch.utils.flop_counter.FlopCounterMode` and divided by two (papers in
 this field print MACs as "FLOPs"). It counts convolutions and matrix products, not norms or
 elementwise ops, on the plain graph (not the inference fast path of
-architectures/fast_inference.py, which folds and fuses some of them). Latency is the median of timed forward passes in inference mode after warm-up.
+architectures/fast_inference.py, which folds and fuses some of them). Latency is the median of
+timed forward passes in inference mode after warm-up (`timing.median_seconds`).
 """
 from __future__ import annotations
 
 import platform
-import statistics
-import time
 from typing import Sequence
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nnunet_lightseg.architectures.fast_inference import plain_path
+from nnunet_lightseg.timing import median_seconds
 
 
 def count_parameters(network: nn.Module) -> int:
@@ -42,14 +42,9 @@ def measure_latency(network: nn.Module, input_shape: Sequence[int], repeats: int
     try:
         network.eval()
         x = torch.randn(tuple(input_shape))
-        times = []
         with torch.inference_mode():
-            for i in range(warmup + repeats):
-                start = time.perf_counter()
-                network(x)
-                if i >= warmup:
-                    times.append(time.perf_counter() - start)
-        return {"latency_s": statistics.median(times), "latency_runs": repeats, "warmup_runs": warmup,
+            latency = median_seconds(lambda: network(x), repeats, warmup)
+        return {"latency_s": latency, "latency_runs": repeats, "warmup_runs": warmup,
                 "threads": torch.get_num_threads(), "device": "cpu", "mode": "torch.inference_mode, eval, float32"}
     finally:
         torch.set_num_threads(previous_threads)

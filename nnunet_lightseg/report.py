@@ -11,6 +11,9 @@ every `<trainer>__<plans>__<C>` folder under nnUNet_results/<dataset>, and the p
 - paired per-case Wilcoxon tests against the reference with Holm's correction and bootstrap
   CIs (`stats`); PNG plots of Dice against GMAC and params with the Pareto front, and per-case
   box plots (`plots`).
+
+`make_report(ReportConfig)` is the `report` command; `build` and `write` are its two halves (the
+benchmark calls them with the results it has).
 """
 from __future__ import annotations
 
@@ -26,23 +29,46 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from nnunet_lightseg import stats
-from nnunet_lightseg.baselines import DEFAULT_PLANS, Entry
+from nnunet_lightseg import plots, stats
+from nnunet_lightseg import surface as surface_metrics
+from nnunet_lightseg.baselines import DEFAULT_PLANS, Entry, network_trainer
+from nnunet_lightseg.errors import ReportError, UsageError
+from nnunet_lightseg.nnunet_env import results_folder
 
 SUMMARY = "summary.json"
 
 
-class ReportError(RuntimeError):
-    """Nothing to report, or a reference that is not there; the message says what to do."""
+@dataclass(frozen=True)
+class ReportConfig:
+    """What `make_report` reports: one dataset and configuration, and how."""
+
+    dataset: str
+    configuration: str
+    reference: str | None = None  # TRAINER or TRAINER__PLANS (default: nnU-Net's default)
+    profile_path: str | None = None  # default: <nnUNet_results>/<dataset>/lightseg_profile_<C>.json if present
+    surface: bool = True  # HD95 and NSD
+    nsd_tolerance_mm: float = 1.0
+    output: str | None = None  # default: ./lightseg-report-<dataset>-<C>
+
+    def __post_init__(self):
+        if not self.nsd_tolerance_mm > 0:
+            raise UsageError(f"--nsd-tolerance {self.nsd_tolerance_mm} must be a positive number of mm.")
 
 
-def results_folder(dataset: str) -> str:
-    from nnunet_lightseg.plan_profile import dataset_name
-
-    nnUNet_results = os.environ.get("nnUNet_results")
-    if not nnUNet_results:
-        raise ReportError("nnUNet_results is not set: export it as for nnUNetv2_train.")
-    return os.path.join(nnUNet_results, dataset_name(dataset))
+def make_report(config: ReportConfig) -> tuple[dict, list[str]]:
+    """Build and write the report of a dataset's results folder; returns (`build`'s tables, files written)."""
+    folder = results_folder(config.dataset)
+    profile_path = config.profile_path or os.path.join(folder, f"lightseg_profile_{config.configuration}.json")
+    profile = None
+    if os.path.isfile(profile_path):
+        profile = _load(profile_path)
+    elif config.profile_path:
+        raise ReportError(f"--profile {config.profile_path} does not exist; run nnunet-lightseg profile first.")
+    built = build(folder, config.configuration, reference=config.reference, profile=profile, surface=config.surface,
+                  tolerance_mm=config.nsd_tolerance_mm)
+    name = os.path.basename(folder)
+    output = config.output or f"lightseg-report-{name}-{config.configuration}"
+    return built, write(built, output, f"{name} {config.configuration}")
 
 
 @dataclass
@@ -101,14 +127,16 @@ def per_case_rows(run: Run) -> list[dict]:
 
 def add_surface_metrics(cases: pd.DataFrame, tolerance_mm: float) -> pd.DataFrame:
     """HD95 and NSD per case and label (integer labels only), computed from the saved files."""
-    from nnunet_lightseg import surface
-
     cases = cases.copy()
     cases["HD95"], cases["NSD"], cases["spacing"] = math.nan, math.nan, ""
     integer = cases["label"].str.fullmatch(r"\d+")
     for (prediction, reference), group in cases[integer].groupby(["prediction_file", "reference_file"]):
         labels = sorted(int(label) for label in group["label"])
-        result = surface.case_metrics(prediction, reference, labels, tolerance_mm)
+        for path in (prediction, reference):
+            if not os.path.isfile(path):
+                raise ReportError(f"{path} is missing (moved since validation?): run nnUNetv2_train ... --val again, "
+                                  f"or report with --no-surface.")
+        result = surface_metrics.case_metrics(prediction, reference, labels, tolerance_mm)
         for index, label in zip(group.index, group["label"]):
             cases.loc[index, ["HD95", "NSD"]] = [result["per_label"][label]["HD95"], result["per_label"][label]["NSD"]]
             cases.loc[index, "spacing"] = "x".join(f"{s:g}" for s in result["spacing"])
@@ -149,8 +177,7 @@ def _mean_std(values: pd.Series) -> str:
 
 def architecture(entry: Entry) -> tuple[str, str]:
     """What the profile measures: the network, i.e. the trainer without its schedule, on its plans."""
-    trainer = re.sub(r"_\d+epochs?$", "", entry.trainer)
-    return ("nnUNetTrainer" if trainer == "nnUNetTrainerBaseline" else trainer), entry.plans
+    return network_trainer(entry.trainer), entry.plans
 
 
 PROFILE_COLUMNS = {"params": "params", "gmac": "GMAC", "latency_s": "latency s/patch", "gmac_per_s": "GMAC/s",
@@ -214,10 +241,8 @@ def build(folder: str, configuration: str, reference: str | None = None, profile
     if surface and len(cases):
         cases = add_surface_metrics(cases, tolerance_mm)
         metrics += ["HD95", "NSD"]
-        from nnunet_lightseg.surface import library_version
-
         spacings = sorted(set(cases["spacing"]) - {""})
-        notes.append(f"HD95 (mm) and NSD at {tolerance_mm:g} mm computed with {library_version()} "
+        notes.append(f"HD95 (mm) and NSD at {tolerance_mm:g} mm computed with {surface_metrics.library_version()} "
                      f"(compute_hausdorff_distance, compute_surface_dice) in the images' spacing: "
                      f"{', '.join(spacings) or '-'} mm (z×y×x). NaN where a class is absent.")
     reference = choose_reference(runs, reference)
@@ -249,8 +274,6 @@ def build(folder: str, configuration: str, reference: str | None = None, profile
 
 def write(report: dict, output: str, title: str) -> list[str]:
     """report.md, report.csv, per_case.csv, statistics.csv, the PNG plots and report.html."""
-    from nnunet_lightseg import plots
-
     os.makedirs(output, exist_ok=True)
     summary, comparisons = report["summary"], report["comparisons"]
     written = []
@@ -262,7 +285,7 @@ def write(report: dict, output: str, title: str) -> list[str]:
     summary.to_csv(path("report.csv"), index=False)
     report["cases"].to_csv(path("per_case.csv"), index=False)
     comparisons.to_csv(path("statistics.csv"), index=False)
-    images = plots.write_all(report, output)
+    images = write_plots(report, output)
     written += images
     with open(path("report.md"), "w") as f:
         f.write(f"# {title}\n\n" + summary.to_markdown(index=False, floatfmt=".4g") + "\n\n")
@@ -273,6 +296,23 @@ def write(report: dict, output: str, title: str) -> list[str]:
         f.write("".join(f"\n![{os.path.basename(i)}]({os.path.basename(i)})\n" for i in images))
     with open(path("report.html"), "w") as f:
         f.write(_html(report, title, images))
+    return written
+
+
+def write_plots(report: dict, output: str) -> list[str]:
+    """The plots the report's data allow: box plots need cases, cost plots a profile."""
+    cases, summary = report["cases"], report["summary"]
+    if len(cases) == 0:
+        return []
+    written = [plots.per_case_boxes(case_scores(cases), os.path.join(output, "dice_per_case.png"))]
+    if "GMAC" in summary:
+        means = fold_means(cases, ["Dice"]).groupby("model")["Dice"].mean()
+        for column, label, name in (("GMAC", "GMAC per patch", "dice_vs_gmac.png"),
+                                    ("params", "parameters", "dice_vs_params.png")):
+            rows = summary.dropna(subset=[column])
+            points = [(m, float(c), float(means[m])) for m, c in zip(rows["model"], rows[column]) if m in means]
+            if points:
+                written.append(plots.dice_against_cost(points, label, os.path.join(output, name)))
     return written
 
 

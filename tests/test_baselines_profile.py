@@ -114,9 +114,10 @@ def test_profile_adds_the_reference_computes_speedups_and_reports_a_failure():
         row = {"trainer": options["trainer"], "gmac": gmac, "latency_s": latency, "train_step_s": 4 * latency}
         return subprocess.CompletedProcess(command, 0, "noise\n" + json.dumps(row), "")
 
-    result = plan_profile.profile("Dataset999_Tiny", "3d_fullres",
-                                  [Entry("nnUNetTrainerUltraLightUNet"), Entry("nnUNetTrainerMonaiUNETR")],
-                                  device="cpu", run=fake_run, progress=lambda line: None)
+    config = plan_profile.ProfileConfig("Dataset999_Tiny", "3d_fullres",
+                                        (Entry("nnUNetTrainerUltraLightUNet"), Entry("nnUNetTrainerMonaiUNETR")),
+                                        device="cpu")
+    result = plan_profile.profile(config, run=fake_run, progress=lambda line: None)
     assert calls == ["nnUNetTrainer", "nnUNetTrainerUltraLightUNet", "nnUNetTrainerMonaiUNETR"]
     rows = {row["entry"]: row for row in result["results"]}
     assert rows["nnUNetTrainerUltraLightUNet"]["speedup_vs_reference"] == pytest.approx(4.0)
@@ -128,7 +129,9 @@ def test_profile_adds_the_reference_computes_speedups_and_reports_a_failure():
 
 
 def test_profile_command_keeps_the_model_form_and_explains_a_half_given_plan_form(capsys):
-    with pytest.raises(SystemExit, match="-c CONFIGURATION"):
-        main(["profile", "-d", "999"])
-    with pytest.raises(SystemExit, match="--in-channels"):
-        main(["profile", "UltraLightUNet_T"])
+    assert main(["profile", "-d", "999"]) == 2
+    assert "-c CONFIGURATION" in capsys.readouterr().err
+    assert main(["profile", "UltraLightUNet_T"]) == 2
+    assert "--in-channels" in capsys.readouterr().err
+    assert main(["profile", "-d", "999", "-c", "3d_fullres", "--trainers", "VeloxSeg"]) == 2
+    assert "TRAINER__PLANS" in capsys.readouterr().err

@@ -1,5 +1,4 @@
 """The benchmark's orchestration with a fake command runner: no training happens."""
-import argparse
 import json
 import os
 
@@ -7,6 +6,9 @@ import pytest
 
 from nnunet_lightseg import benchmark
 from nnunet_lightseg.baselines import Entry
+from nnunet_lightseg.errors import StepFailed, UsageError
+from nnunet_lightseg.nnunet_env import run_logged
+from nnunet_lightseg.schedules import Schedule
 
 DATASET = "Dataset999_Tiny"
 CONFIGURATION = "3d_fullres"
@@ -21,16 +23,16 @@ class FakeRunner:
 
     def __call__(self, command, env, log_path):
         self.commands.append(command)
-        assert command[0] == "nnUNetv2_train" and env["NNUNET_LIGHTSEG_ITERATIONS"] == "3"
+        assert command[0] == "nnUNetv2_train" and "NNUNET_LIGHTSEG_ITERATIONS" not in env  # the name says it
         _, dataset, configuration, fold, _, trainer, _, plans, *_ = command
         if trainer in self.fail:
-            raise benchmark.StepFailed(f"nnUNetv2_train exited 1 (log {log_path}):\nRuntimeError: boom")
+            raise StepFailed(f"nnUNetv2_train exited 1 (log {log_path}):\nRuntimeError: boom")
         folder = os.path.join(env["nnUNet_results"], dataset, f"{trainer}__{plans}__{configuration}", f"fold_{fold}")
         os.makedirs(os.path.join(folder, "validation"), exist_ok=True)
         if trainer in self.interrupt:
             self.interrupt.remove(trainer)
             open(os.path.join(folder, "checkpoint_latest.pth"), "w").close()
-            raise benchmark.StepFailed("nnUNetv2_train exited -9 (killed)")
+            raise StepFailed("nnUNetv2_train exited -9 (killed)")
         open(os.path.join(folder, "checkpoint_final.pth"), "w").close()
         case = os.path.join(folder, "validation", f"case_{fold}.nii.gz")
         with open(os.path.join(folder, "validation", "summary.json"), "w") as f:
@@ -55,43 +57,63 @@ def user_dataset(tmp_path, monkeypatch):
 
 
 def arguments(tmp_path, **overrides):
-    values = dict(dataset=DATASET, configuration=CONFIGURATION, trainers=["nnUNetTrainer", "nnUNetTrainerVeloxSeg"],
-                  folds=[0, 1], epochs=2, iterations=3, device="cpu", predictor=False, no_profile=True,
-                  no_surface=True, output=str(tmp_path / "bench"))
+    values = dict(dataset=DATASET, configuration=CONFIGURATION, trainers=("nnUNetTrainer", "nnUNetTrainerVeloxSeg"),
+                  folds=(0, 1), epochs=2, iterations=3, device="cpu", predictor=False, profile=False,
+                  surface=False, output=str(tmp_path / "bench"))
     values.update(overrides)
-    return argparse.Namespace(**values)
+    return benchmark.BenchmarkConfig(**values)
 
 
 def test_interrupted_run_resumes_and_finished_folds_are_skipped(tmp_path, user_dataset):
-    runner = FakeRunner(user_dataset, interrupt={"nnUNetTrainerVeloxSeg_2epochs"})
+    runner = FakeRunner(user_dataset, interrupt={"nnUNetTrainerVeloxSeg_2epochs_3iters"})
     lines = []
-    assert benchmark.run_benchmark(arguments(tmp_path), runner=runner, say=lines.append) == 1
+    assert benchmark.run_benchmark(arguments(tmp_path), runner=runner, say=lines.append).failures
     trained = [(c[5], c[3], c[10:]) for c in runner.commands]
     # nnU-Net's default runs as nnUNetTrainerBaseline so that it gets the same short schedule
-    assert trained == [("nnUNetTrainerBaseline_2epochs", "0", []), ("nnUNetTrainerBaseline_2epochs", "1", []),
-                       ("nnUNetTrainerVeloxSeg_2epochs", "0", []), ("nnUNetTrainerVeloxSeg_2epochs", "1", [])]
+    assert trained == [("nnUNetTrainerBaseline_2epochs_3iters", "0", []),
+                       ("nnUNetTrainerBaseline_2epochs_3iters", "1", []),
+                       ("nnUNetTrainerVeloxSeg_2epochs_3iters", "0", []),
+                       ("nnUNetTrainerVeloxSeg_2epochs_3iters", "1", [])]
     assert any("[4/4" in line for line in lines) and any("ETA" in line for line in lines)
 
     runner.commands.clear()
-    assert benchmark.run_benchmark(arguments(tmp_path), runner=runner, say=lines.append) == 0
-    assert [(c[5], c[3], c[10:]) for c in runner.commands] == [("nnUNetTrainerVeloxSeg_2epochs", "0", ["--c"])]
+    assert not benchmark.run_benchmark(arguments(tmp_path), runner=runner, say=lines.append).failures
+    assert [(c[5], c[3], c[10:]) for c in runner.commands] == [("nnUNetTrainerVeloxSeg_2epochs_3iters", "0", ["--c"])]
     assert any("finished earlier, skipped" in line for line in lines)
     report = open(tmp_path / "bench" / "report" / "report.md").read()
-    assert "nnUNetTrainerVeloxSeg_2epochs" in report and "nnUNetTrainerBaseline_2epochs" in report
+    assert "nnUNetTrainerVeloxSeg_2epochs_3iters" in report and "nnUNetTrainerBaseline_2epochs_3iters" in report
+    state = json.load(open(tmp_path / "bench" / benchmark.STATE_FILE))
+    assert state["nnUNetTrainerVeloxSeg_2epochs_3iters/fold_0"]["iterations"] == 3
+
+
+def test_a_rerun_with_other_iterations_does_not_take_the_old_folds_for_finished(tmp_path, user_dataset):
+    runner = FakeRunner(user_dataset)
+    assert not benchmark.run_benchmark(arguments(tmp_path, iterations=3), runner=runner, say=lambda line: None).failures
+    runner.commands.clear()
+    lines = []
+    assert not benchmark.run_benchmark(arguments(tmp_path, iterations=4), runner=runner, say=lines.append).failures
+    assert [(c[5], c[3], c[10:]) for c in runner.commands] == [
+        ("nnUNetTrainerBaseline_2epochs_4iters", "0", []), ("nnUNetTrainerBaseline_2epochs_4iters", "1", []),
+        ("nnUNetTrainerVeloxSeg_2epochs_4iters", "0", []), ("nnUNetTrainerVeloxSeg_2epochs_4iters", "1", [])]
+    assert not any("finished earlier" in line for line in lines)
+    state = json.load(open(tmp_path / "bench" / benchmark.STATE_FILE))
+    assert state["nnUNetTrainerVeloxSeg_2epochs_4iters/fold_1"]["iterations"] == 4
+    assert state["nnUNetTrainerVeloxSeg_2epochs_3iters/fold_1"]["iterations"] == 3  # the old run stays apart
 
 
 def test_a_failing_trainer_does_not_stop_the_others_and_shows_in_the_report(tmp_path, user_dataset):
-    runner = FakeRunner(user_dataset, fail={"nnUNetTrainerVeloxSeg_2epochs"})
+    runner = FakeRunner(user_dataset, fail={"nnUNetTrainerVeloxSeg_2epochs_3iters"})
     lines = []
-    args = arguments(tmp_path, trainers=["nnUNetTrainerVeloxSeg", "nnUNetTrainer", "nnUNetTrainerLightMedSeg"])
-    assert benchmark.run_benchmark(args, runner=runner, say=lines.append) == 1
-    assert [c[5] for c in runner.commands].count("nnUNetTrainerLightMedSeg_2epochs") == 2
+    args = arguments(tmp_path, trainers=("nnUNetTrainerVeloxSeg", "nnUNetTrainer", "nnUNetTrainerLightMedSeg"))
+    failures = benchmark.run_benchmark(args, runner=runner, say=lines.append).failures
+    assert list(failures) == ["nnUNetTrainerVeloxSeg_2epochs_3iters"]
+    assert [c[5] for c in runner.commands].count("nnUNetTrainerLightMedSeg_2epochs_3iters") == 2
     summary = open(tmp_path / "bench" / "report" / "report.csv").read()
-    failed = next(line for line in summary.splitlines() if line.startswith("nnUNetTrainerVeloxSeg_2epochs"))
+    failed = next(line for line in summary.splitlines() if line.startswith("nnUNetTrainerVeloxSeg_2epochs_3iters"))
     assert "exited 1" in failed
     state = json.load(open(tmp_path / "bench" / benchmark.STATE_FILE))
-    assert "RuntimeError: boom" in state["nnUNetTrainerVeloxSeg_2epochs/fold_0"]["error"]
-    assert any(line.startswith("FAILED nnUNetTrainerVeloxSeg_2epochs") for line in lines)
+    assert "RuntimeError: boom" in state["nnUNetTrainerVeloxSeg_2epochs_3iters/fold_0"]["error"]
+    assert any(line.startswith("FAILED nnUNetTrainerVeloxSeg_2epochs_3iters") for line in lines)
 
 
 def test_missing_resenc_plans_are_planned_with_nnunets_planner(tmp_path, user_dataset):
@@ -100,14 +122,17 @@ def test_missing_resenc_plans_are_planned_with_nnunets_planner(tmp_path, user_da
                            lambda command, env, log: calls.append(command), processes=1)
     assert calls == [["nnUNetv2_plan_and_preprocess", "-d", "999", "-c", CONFIGURATION, "-pl", "nnUNetPlannerResEncM",
                       "-np", "1"]]
-    with pytest.raises(benchmark.StepFailed, match="no planner of that name"):
+    with pytest.raises(StepFailed, match="no planner of that name"):
         benchmark.ensure_plans(DATASET, CONFIGURATION, "MyPlans", user_dataset, str(tmp_path / "log"), None, 1)
 
 
 def test_schedules_and_fold_states(tmp_path):
-    assert benchmark.scheduled(Entry("nnUNetTrainer", "nnUNetResEncUNetMPlans"), 1) == \
-        Entry("nnUNetTrainerBaseline_1epoch", "nnUNetResEncUNetMPlans")
-    assert benchmark.scheduled(Entry("nnUNetTrainerVeloxSeg"), None) == Entry("nnUNetTrainerVeloxSeg")
+    assert benchmark.scheduled(Entry("nnUNetTrainer", "nnUNetResEncUNetMPlans"), Schedule(1, 20)) == \
+        Entry("nnUNetTrainerBaseline_1epoch_20iters", "nnUNetResEncUNetMPlans")
+    assert benchmark.scheduled(Entry("nnUNetTrainer"), Schedule(iterations=50)) == Entry("nnUNetTrainerBaseline_50iters")
+    assert benchmark.scheduled(Entry("nnUNetTrainerVeloxSeg"), Schedule()) == Entry("nnUNetTrainerVeloxSeg")
+    with pytest.raises(UsageError, match="already names a schedule"):
+        benchmark.scheduled(Entry("nnUNetTrainerVeloxSeg_5epochs"), Schedule(2, 3))
     assert benchmark.fold_state(str(tmp_path)) == "new"
     (tmp_path / "checkpoint_final.pth").touch()
     assert benchmark.fold_state(str(tmp_path)) == "validate"
@@ -115,8 +140,15 @@ def test_schedules_and_fold_states(tmp_path):
 
 def test_a_failed_command_is_summarised_by_its_error_line(tmp_path):
     log = str(tmp_path / "benchmark.log")
-    benchmark.run_logged(["python", "-c", "print('fine')"], dict(os.environ), log)
-    with pytest.raises(benchmark.StepFailed) as failure:
-        benchmark.run_logged(["python", "-c", "print('working'); raise ValueError('bad input')"], dict(os.environ), log)
+    assert run_logged(["python", "-c", "print('fine')"], dict(os.environ), log) == "fine\n"
+    with pytest.raises(StepFailed) as failure:
+        run_logged(["python", "-c", "print('working'); raise ValueError('bad input')"], dict(os.environ), log)
     assert "exited 1: ValueError: bad input" in str(failure.value) and "\n" not in str(failure.value)
     assert "Traceback" in failure.value.details and "fine" not in failure.value.details
+
+
+def test_bad_options_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="-c CONFIGURATION"):
+        arguments(tmp_path, configuration=None)
+    with pytest.raises(UsageError, match="at least 1"):
+        arguments(tmp_path, iterations=0)

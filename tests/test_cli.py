@@ -1,4 +1,8 @@
+import ast
+import importlib.util
 import json
+import pkgutil
+import sys
 
 import pytest
 
@@ -34,3 +38,58 @@ def test_profile_reports_unknown_models_and_impossible_requests(capsys):
         assert main(["profile", three_d_only[0], "--in-channels", "1", "--classes", "2", "--patch", "32", "32",
                      "--no-latency"]) == 2
         assert "3d_fullres" in capsys.readouterr().err
+
+
+def _package_modules() -> dict[str, str]:
+    """Every module of the installed package: dotted name -> source file. `architectures` and
+    `trainers` live in top-level folders mapped into the package (pyproject), so they are walked too."""
+    modules = {}
+    for package in ("nnunet_lightseg", "nnunet_lightseg.architectures", "nnunet_lightseg.trainers"):
+        imported = importlib.import_module(package)
+        modules[package] = imported.__file__
+        for info in pkgutil.walk_packages(imported.__path__, f"{package}."):
+            modules[info.name] = importlib.util.find_spec(info.name).origin
+    return modules
+
+
+def _imports(name: str, path: str, modules: dict[str, str]) -> set[str]:
+    """The package modules `name` imports anywhere in its source (inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                      for alias in node.names}
+    return {module for module in found if module in modules and module != name}
+
+
+def test_the_package_has_no_import_cycles():
+    modules = _package_modules()
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    cycles = []
+
+    def visit(name, path):
+        for target in sorted(graph[name]):
+            if target in path:
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in done:
+                visit(target, path + [target])
+        done.add(name)
+
+    done = set()
+    for name in sorted(graph):
+        if name not in done:
+            visit(name, [name])
+    assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles)))
+
+
+def test_the_leaf_modules_import_only_the_standard_library():
+    leaves = ("errors", "schedules", "nnunet_env")
+    for leaf in leaves:
+        path = _package_modules()[f"nnunet_lightseg.{leaf}"]
+        top = {node.module if isinstance(node, ast.ImportFrom) else alias.name
+               for node in ast.parse(open(path).read()).body if isinstance(node, (ast.Import, ast.ImportFrom))
+               for alias in getattr(node, "names", [])}
+        third_party = {m for m in top if m.split(".")[0] not in sys.stdlib_module_names and m != "__future__"}
+        assert third_party <= {f"nnunet_lightseg.{other}" for other in leaves}, (leaf, third_party)

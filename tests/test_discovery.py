@@ -34,10 +34,22 @@ def test_hook_appends_once_and_keeps_user_entries():
 
 
 def test_a_fresh_process_finds_our_trainers_and_short_schedules():
-    line = find_in_clean_process("nnUNetTrainerUltraLightUNet_3epochs", user_env())
+    line = find_in_clean_process("nnUNetTrainerUltraLightUNet_3epochs_5iters", user_env())
+    assert line == "FOUND nnunet_lightseg.trainers nnUNetTrainerUltraLightUNet_3epochs_5iters"
+    line = find_in_clean_process("nnUNetTrainerUltraLightUNet_3epochs", user_env())  # as earlier versions named it
     assert line == "FOUND nnunet_lightseg.trainers nnUNetTrainerUltraLightUNet_3epochs"
     line = find_in_clean_process("nnUNetTrainerUltraLightUNet_M", user_env())
     assert line == "FOUND nnunet_lightseg.trainers.ultralightunet nnUNetTrainerUltraLightUNet_M"
+
+
+def test_an_invalid_schedule_is_not_found_and_our_reason_is_printed():
+    result = subprocess.run([sys.executable, "-c", FIND, "nnUNetTrainerVeloxSeg_007epochs"], env=user_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert result.returncode != 0 and "Could not find requested nnunet trainer" in result.stderr
+    reason = [line for line in result.stderr.splitlines() if line.startswith("nnunet-lightseg:")]
+    assert reason == ["nnunet-lightseg: nnUNetTrainerVeloxSeg_007epochs is not a valid schedule name: write the "
+                      "numbers without leading zeros, e.g. nnUNetTrainerVeloxSeg_7epochs "
+                      "(<trainer>_<E>epochs_<I>iters, docs/training.md)"]
 
 
 def test_the_users_own_ext_trainer_entries_keep_working(tmp_path):

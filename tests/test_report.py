@@ -150,13 +150,31 @@ def test_surface_metrics_in_the_image_spacing(tmp_path):
     assert any("MONAI" in note and "3x1x2" in note for note in built["notes"])
 
 
-def test_report_command_explains_missing_results(tmp_path, monkeypatch):
+def test_report_command_explains_missing_results(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("nnUNet_results", str(tmp_path))
     (tmp_path / "Dataset999_Tiny").mkdir()
-    with pytest.raises(SystemExit, match="no results of configuration"):
-        main(["report", "-d", "Dataset999_Tiny", "-c", CONFIGURATION])
+    assert main(["report", "-d", "Dataset999_Tiny", "-c", CONFIGURATION]) == 1
+    assert "nnunet-lightseg report: no results of configuration" in capsys.readouterr().err
     write_summary(str(tmp_path / "Dataset999_Tiny" / f"nnUNetTrainer__nnUNetPlans__{CONFIGURATION}" / "fold_0" /
                       "validation"), 0, [(0.9, 0.8)])
-    with pytest.raises(SystemExit, match="reference 'nnUNetTrainerX' has no finished fold"):
-        main(["report", "-d", "Dataset999_Tiny", "-c", CONFIGURATION, "--reference", "nnUNetTrainerX", "--no-surface",
-              "--output", str(tmp_path / "out")])
+    assert main(["report", "-d", "Dataset999_Tiny", "-c", CONFIGURATION, "--reference", "nnUNetTrainerX",
+                 "--no-surface", "--output", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert "reference 'nnUNetTrainerX' has no finished fold" in error and len(error.strip().splitlines()) == 1
+    monkeypatch.delenv("nnUNet_results")
+    assert main(["report", "-d", "Dataset999_Tiny", "-c", CONFIGURATION]) == 1
+    assert "nnUNet_results is not set" in capsys.readouterr().err
+
+
+def test_report_config_reads_the_profile_beside_the_results(results, tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_results", os.path.dirname(results))
+    profile = {"reference": "nnUNetTrainer", "device": "cpu", "machine": {"torch_threads": 1, "cpu": "t", "torch": "x"},
+               "results": [{"entry": "nnUNetTrainer", "params": 3e7, "gmac": 100.0, "latency_s": 1.0}]}
+    with open(os.path.join(results, f"lightseg_profile_{CONFIGURATION}.json"), "w") as f:
+        json.dump(profile, f)
+    built, written = report.make_report(report.ReportConfig("Dataset999_Tiny", CONFIGURATION, surface=False,
+                                                            output=str(tmp_path / "out")))
+    assert built["summary"].set_index("model").loc["nnUNetTrainer", "GMAC"] == 100.0
+    assert str(tmp_path / "out" / "report.html") in written
+    with pytest.raises(report.ReportError, match="does not exist"):
+        report.make_report(report.ReportConfig("Dataset999_Tiny", CONFIGURATION, profile_path=str(tmp_path / "no")))

@@ -1,4 +1,6 @@
 """The shared trainer base, without training: building from plans, deep supervision, schedules."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -6,12 +8,13 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_lightseg import registry, trainers
+from nnunet_lightseg.schedules import ITERATIONS_VARIABLE, Schedule
 from nnunet_lightseg.trainers.base import LightSegTrainer, _positive_int_from_env
 from nnunet_lightseg.trainers.recipes import WarmupCosineLRScheduler
 
 
-def configuration(patch, strides):
-    plans = {"dataset_name": "Dataset001_Test", "plans_name": "nnUNetPlans", "original_median_spacing_after_transp": [1, 1, 1],
+def plans_dict(patch, strides):
+    return {"dataset_name": "Dataset001_Test", "plans_name": "nnUNetPlans", "original_median_spacing_after_transp": [1, 1, 1],
              "original_median_shape_after_transp": list(patch), "image_reader_writer": "SimpleITKIO",
              "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
              "configurations": {"c": {"data_identifier": "x", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
@@ -22,7 +25,10 @@ def configuration(patch, strides):
                                                        "_kw_requires_import": []}}},
              "experiment_planner_used": "x", "label_manager": "LabelManager",
              "foreground_intensity_properties_per_channel": {}}
-    manager = PlansManager(plans)
+
+
+def configuration(patch, strides):
+    manager = PlansManager(plans_dict(patch, strides))
     return manager, manager.get_configuration("c")
 
 
@@ -51,12 +57,38 @@ def test_a_3d_only_network_refuses_2d_with_a_clear_message():
 
 
 def test_short_schedules_are_made_on_request_and_stay_the_same_class():
-    short = trainers.nnUNetTrainerUltraLightUNet_S_7epochs
-    assert short is getattr(trainers, "nnUNetTrainerUltraLightUNet_S_7epochs")
+    short = trainers.nnUNetTrainerUltraLightUNet_S_7epochs_20iters
+    assert short is getattr(trainers, "nnUNetTrainerUltraLightUNet_S_7epochs_20iters")
     assert issubclass(short, trainers.nnUNetTrainerUltraLightUNet_S)
+    assert short.schedule == Schedule(7, 20)
     assert trainers.nnUNetTrainerUltraLightUNet_1epoch.__name__ == "nnUNetTrainerUltraLightUNet_1epoch"
+    assert trainers.nnUNetTrainerBaseline_2epochs_1iter.schedule == Schedule(2, 1)
     assert not hasattr(trainers, "nnUNetTrainerUnknown_5epochs")
-    assert not hasattr(trainers, "nnUNetTrainerUltraLightUNet_1epochs")
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerUltraLightUNet_0epochs", "nnUNetTrainerUltraLightUNet_007epochs",
+                                  "nnUNetTrainerUltraLightUNet_1epochs", "nnUNetTrainerUltraLightUNet_5epochs_0iters",
+                                  "nnUNetTrainerUltraLightUNet_20iters_5epochs"])
+def test_invalid_schedule_names_fail_as_a_lookup_with_our_reason_first(name, capsys):
+    assert not hasattr(trainers, name)  # nnU-Net's trainer search asks with hasattr
+    error = capsys.readouterr().err
+    assert error.startswith(f"nnunet-lightseg: {name} is not a valid schedule name") and error.count("\n") == 1
+    assert name not in dir(trainers) and "_7epochs" not in vars(trainers)
+
+
+def test_the_name_sets_epochs_and_iterations_and_wins_over_the_deprecated_variables(monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))  # the trainer makes its output folder
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    dataset_json = {"channel_names": {"0": "x"}, "labels": {"background": 0, "a": 1}, "numTraining": 1,
+                    "file_ending": ".nii.gz"}
+    plans = {**plans_dict((16, 16, 16), [[2, 2, 2]] * 2), "continue_training": False}
+    monkeypatch.setenv(ITERATIONS_VARIABLE, "7")
+    for name, expected in (("nnUNetTrainerBaseline_3epochs_8iters", (3, 8, 2)),
+                           ("nnUNetTrainerUltraLightUNet_T_1epoch_1iter", (1, 1, 1)),
+                           ("nnUNetTrainerUltraLightUNet_T_2epochs", (2, 7, 50))):  # no iters: the variable
+        trainer = getattr(trainers, name)(copy.deepcopy(plans), "c", 0, dataset_json, torch.device("cpu"))
+        assert (trainer.num_epochs, trainer.num_iterations_per_epoch,
+                trainer.num_val_iterations_per_epoch) == expected, name
 
 
 def test_every_trainer_names_a_registered_model():

@@ -1,15 +1,18 @@
 """nnU-Net trainers for the registered networks.
 
 Every `nnUNetTrainer*` class defined in a module of this package is exported here, which is where
-nnU-Net's trainer search finds it (through `nnunet_lightseg.discovery`). Short schedules follow
-nnU-Net's naming: `<trainer>_<N>epochs` (or `_1epoch`) is made on request for every trainer, e.g.
-`nnUNetv2_train D 3d_fullres 0 -tr nnUNetTrainerUltraLightUNet_5epochs`.
+nnU-Net's trainer search finds it (through `nnunet_lightseg.discovery`). Short schedules are made
+on request for every trainer from their names (`nnunet_lightseg.schedules`), e.g.
+`nnUNetv2_train D 3d_fullres 0 -tr nnUNetTrainerUltraLightUNet_5epochs_20iters`.
 """
 import importlib
 import pkgutil
-import re
+import sys
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_lightseg.errors import InvalidScheduleName
+from nnunet_lightseg.schedules import Schedule, base_name, scheduled_name, split
 
 __all__ = []
 for _info in pkgutil.iter_modules(__path__):
@@ -21,32 +24,47 @@ for _info in pkgutil.iter_modules(__path__):
             __all__.append(_name)
 __all__.sort()
 
-_SHORT_SCHEDULE = re.compile(r"^(?P<base>nnUNetTrainer\w+?)_(?P<epochs>\d+)epochs?$")
 
 
-def with_epochs(base: type, num_epochs: int) -> type:
-    """`base` with `num_epochs` epochs, named as nnU-Net names its short schedules."""
-    name = f"{base.__name__}_{num_epochs}epoch{'' if num_epochs == 1 else 's'}"
+def with_schedule(base: type, schedule: Schedule) -> type:
+    """`base` on `schedule`, named by `schedules.scheduled_name`; the same class object every time
+    (pickling and resuming rely on it). The name's epochs and iterations win over the deprecated
+    iteration variables."""
+    name = scheduled_name(base.__name__, schedule)
     if name in globals():
         return globals()[name]
-    if num_epochs < 1:
-        raise ValueError(f"{name}: the number of epochs must be at least 1")
 
     def __init__(self, plans, configuration, fold, dataset_json, device=None):
         import torch
         base.__init__(self, plans, configuration, fold, dataset_json,
                       torch.device("cuda") if device is None else device)
-        self.num_epochs = num_epochs
+        if schedule.epochs is not None:
+            self.num_epochs = schedule.epochs
+        if schedule.iterations is not None:
+            self.num_iterations_per_epoch = schedule.iterations
+            self.num_val_iterations_per_epoch = schedule.val_iterations
 
-    cls = type(name, (base,), {"__init__": __init__, "__module__": __name__,
-                               "__doc__": f"{base.__name__} with a {num_epochs}-epoch schedule."})
+    cls = type(name, (base,), {"__init__": __init__, "__module__": __name__, "schedule": schedule,
+                               "__doc__": f"{base.__name__} on the schedule {schedule.describe()}."})
     cls.__qualname__ = name
-    globals()[name] = cls  # the same class object every time: pickling and resuming rely on it
+    globals()[name] = cls
     return cls
 
 
+_reported: set = set()
+
+
 def __getattr__(name: str):
-    match = _SHORT_SCHEDULE.match(name)
-    if match and match["base"] in __all__ and (match["epochs"] == "1") == name.endswith("epoch"):
-        return with_epochs(globals()[match["base"]], int(match["epochs"]))
+    """Short schedules of our trainers, made on request. nnU-Net's trainer search asks with hasattr,
+    so a bad name is an AttributeError; for our trainers its reason is printed first (once), since
+    nnU-Net's own message only says the trainer was not found."""
+    try:
+        base, schedule = split(name)
+    except InvalidScheduleName as error:
+        if base_name(name) in __all__ and name not in _reported:
+            _reported.add(name)
+            print(f"nnunet-lightseg: {error}", file=sys.stderr, flush=True)
+        raise AttributeError(str(error)) from None
+    if base in __all__ and not schedule.is_default:
+        return with_schedule(globals()[base], schedule)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,12 +21,11 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_lightseg import registry
 from nnunet_lightseg.architectures.fast_inference import apply_training_memory_format
-
-ITERATIONS_VARIABLE = "NNUNET_LIGHTSEG_ITERATIONS"
-VAL_ITERATIONS_VARIABLE = "NNUNET_LIGHTSEG_VAL_ITERATIONS"
+from nnunet_lightseg.schedules import ITERATIONS_VARIABLE, VAL_ITERATIONS_VARIABLE
 
 
 def _positive_int_from_env(variable: str, default: int) -> int:
+    """A deprecated iteration variable (schedules.ITERATIONS_VARIABLE, ...) if set, else `default`."""
     value = os.environ.get(variable)
     if value is None or value == "":
         return default
@@ -50,8 +49,10 @@ def unwrap(network: nn.Module) -> nn.Module:
 
 
 class IterationsFromEnvironment:
-    """Mixin for nnU-Net trainers: iterations per epoch from NNUNET_LIGHTSEG_ITERATIONS and
-    NNUNET_LIGHTSEG_VAL_ITERATIONS when set (docs/training.md), nnU-Net's 250 / 50 otherwise."""
+    """Mixin for nnU-Net trainers: iterations per epoch from the deprecated NNUNET_LIGHTSEG_ITERATIONS
+    and NNUNET_LIGHTSEG_VAL_ITERATIONS when set, nnU-Net's 250 / 50 otherwise. A schedule name with
+    `_<I>iters` (docs/training.md) sets them after this and wins; the variables remain for runs
+    named without it (`_<E>epochs` folders of earlier versions resume with `--c`)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -64,9 +65,8 @@ class IterationsFromEnvironment:
 class LightSegTrainer(IterationsFromEnvironment, nnUNetTrainer):
     """nnU-Net's recipe (SGD, poly LR, Dice + CE, deep supervision) over a registered network.
 
-    Iterations per epoch can be shortened without editing code through the environment variables
-    NNUNET_LIGHTSEG_ITERATIONS and NNUNET_LIGHTSEG_VAL_ITERATIONS (docs/training.md); epochs through
-    nnU-Net's `_Nepochs` trainer-name suffix (e.g. nnUNetTrainerUltraLightUNet_5epochs).
+    Short schedules are named: `_<E>epochs_<I>iters` on any trainer name (e.g.
+    nnUNetTrainerUltraLightUNet_5epochs_20iters; docs/training.md).
     """
 
     model_name: ClassVar[str] = ""

@@ -5,6 +5,6 @@
 - `training_layout`: CPU training step, default against channels-last layout (docs/performance.md)
 - `lightmedseg_stability`: LightMedSeg under nnU-Net's recipe on a synthetic task
   (docs/architectures/lightmedseg.md)
-"""
 
-DEFAULT_MODELS = ("UltraLightUNet", "VeloxSeg", "LightMedSeg", "DALight3D")  # each paper model's default variant
+They run the paper models' default variants (`nnunet_env.DEFAULT_MODELS`) unless given `--models`.
+"""

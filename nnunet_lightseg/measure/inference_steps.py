@@ -22,15 +22,15 @@ import copy
 import json
 import os
 import statistics
-import time
 
 import torch
 
 from nnunet_lightseg import registry
 from nnunet_lightseg.architectures.fast_inference import (build_inference_copy, channels_last_format, plain_path,
                                                            run_inference_copy)
+from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
 from nnunet_lightseg.profiling import count_gmac, machine_description
-from nnunet_lightseg.measure import DEFAULT_MODELS
+from nnunet_lightseg.timing import timed_runs
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 # Task04_Hippocampus planned by nnUNetv2_plan_experiment -d 4 (nnunetv2 2.8.1): 3d_fullres.
@@ -112,19 +112,19 @@ def cases(plan: dict, models, inputs) -> list[dict]:
 
 
 def run(all_cases: list[dict], rounds: int) -> None:
+    """Warm every step up (checking it computes what the plain step does), then time `rounds`
+    interleaved rounds of all (case, step) pairs into case["times"]."""
     inputs = {id(c): torch.randn(c["shape"]) for c in all_cases}
     with torch.inference_mode():
-        for case in all_cases:  # warm-up, and a check that every step computes the same function
+        for case in all_cases:  # the warm-up, and a check that every step computes the same function
             x = inputs[id(case)]
             reference = case["calls"]["plain"](x)
             case["max_diff"] = max(float((call(x) - reference).abs().max()) for call in case["calls"].values())
-            case["times"] = {step: [] for step in case["calls"]}
-        for _ in range(rounds):
-            for case in all_cases:
-                for step, call in case["calls"].items():
-                    start = time.perf_counter()
-                    call(inputs[id(case)])
-                    case["times"][step].append(time.perf_counter() - start)
+        calls = {(index, step): (lambda call=call, x=inputs[id(case)]: call(x))
+                 for index, case in enumerate(all_cases) for step, call in case["calls"].items()}
+        times = timed_runs(calls, repeats=rounds, warmup=0)
+    for index, case in enumerate(all_cases):
+        case["times"] = {step: times[(index, step)] for step in case["calls"]}
 
 
 def report(all_cases: list[dict], threads: int, rounds: int, load_before, load_after) -> str:

@@ -16,12 +16,12 @@ import glob
 import json
 import os
 import statistics
-import time
 
 import torch
 
 import nnunet_lightseg.trainers as trainers
-from nnunet_lightseg.measure import DEFAULT_MODELS
+from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
+from nnunet_lightseg.timing import timed_runs
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -69,10 +69,10 @@ def main(argv=None) -> None:
     load_before = os.getloadavg()[0]
     for path in files:
         image, properties = SimpleITKIO().read_images([path])
-        for label, predictor in runs.items():
-            start = time.perf_counter()
-            predictor.predict_single_npy_array(image, properties, None, None, False)
-            times[label].append(time.perf_counter() - start)
+        once = timed_runs({label: (lambda p=predictor: p.predict_single_npy_array(image, properties, None, None, False))
+                           for label, predictor in runs.items()}, repeats=1, warmup=0)
+        for label, seconds in once.items():
+            times[label] += seconds
     base = statistics.mean(times["nnU-Net default"])
     print(f"{len(files)} cases, torch threads {args.threads}, load average before {load_before:.1f}, "
           f"after {os.getloadavg()[0]:.1f}\n\n| model | mean s/case | min s/case | x nnU-Net default (mean) |\n"

@@ -17,14 +17,14 @@ import argparse
 import copy
 import os
 import statistics
-import time
 
 import torch
 
 from nnunet_lightseg import registry
 from nnunet_lightseg.architectures.fast_inference import channels_last_format, channels_last_weights
+from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
 from nnunet_lightseg.profiling import machine_description
-from nnunet_lightseg.measure import DEFAULT_MODELS
+from nnunet_lightseg.timing import timed_runs
 
 PATCH = (40, 56, 40)  # Hippocampus 3d_fullres plan: 1 channel, 3 classes, strides (2, 2, 2) x 3
 STRIDES = [(2, 2, 2)] * 3
@@ -54,19 +54,11 @@ def main(argv=None) -> None:
                       "weights+input": (channels_last, x.contiguous(memory_format=channels_last_format(x.ndim))),
                       "chosen": (f"{getattr(network, 'training_memory_format', 'contiguous')} / "
                                  f"{getattr(network, 'training_input_memory_format', 'contiguous')}")}
-    times = {(name, layout): [] for name in runs for layout in LAYOUTS}
     load_before = os.getloadavg()[0]
-    for name, run in runs.items():  # warm-up
-        for layout in LAYOUTS:
-            step(*run[layout])
-    for _ in range(args.rounds):
-        for name, run in runs.items():
-            for layout in LAYOUTS:
-                network, batch = run[layout]
-                network.zero_grad(set_to_none=True)
-                start = time.perf_counter()
-                step(network, batch)
-                times[(name, layout)].append(time.perf_counter() - start)
+    calls = {(name, layout): (lambda network=run[layout][0], batch=run[layout][1]: step(network, batch))
+             for name, run in runs.items() for layout in LAYOUTS}
+    times = timed_runs(calls, repeats=args.rounds, warmup=1,
+                       before_each=lambda key: runs[key[0]][key[1]][0].zero_grad(set_to_none=True))
     print(f"machine: {machine_description()}, {os.cpu_count()} logical CPUs, torch threads {args.threads}, "
           f"batch {args.batch}x1x{'x'.join(map(str, PATCH))}, {args.rounds} interleaved rounds; load average "
           f"before {load_before:.1f}, after {os.getloadavg()[0]:.1f}\n\n"
