@@ -81,6 +81,11 @@ def all_specs() -> list[ModelSpec]:
     return sorted(_REGISTRY.values(), key=lambda spec: order.get(spec.family.lower(), len(order)))
 
 
+def default_specs() -> list[ModelSpec]:
+    """Each family's default variant: the spec named as its family (e.g. `LightMedSeg`)."""
+    return [spec for spec in all_specs() if spec.name == spec.family]
+
+
 def get(name: str) -> ModelSpec:
     """Look a model up by name, case-insensitive; a `nnUNetTrainer` prefix is accepted too."""
     _load_families()

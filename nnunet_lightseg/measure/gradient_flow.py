@@ -1,0 +1,151 @@
+"""How far nnU-Net's training signal reaches into a network at initialisation.
+
+    OMP_NUM_THREADS=1 python -m nnunet_lightseg.measure.gradient_flow
+
+One forward/backward pass of nnU-Net's deep-supervised Dice + CE (its loss, its weights: 1/2^i
+per output, the coarsest 0) on a small synthetic batch: 2 x 1 x 32^3 with a 4^3 foreground cube
+of each of two classes (about 1% of the voxels), Hippocampus-like strides. Two figures per network:
+
+- `depth_ratio`: the gradient RMS per element at the deepest feature map (the output of the
+  module named in DEEPEST_FEATURES) divided by the gradient RMS per element at the
+  full-resolution logits. A network whose signal dies on the way
+  down has a ratio near 0; nnU-Net's own PlainConvUNet is the reference.
+- `relative_update`: the median over conv weights of |grad| / |weight|, what one SGD step moves a
+  weight relative to its size (before the learning rate).
+
+`gradient_flow` is the function behind tests/test_registry_contract.py's gradient test and
+docs/training.md's table of initialisation figures.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+NUM_CLASSES = 3  # background and two foreground classes, as Hippocampus
+
+
+@dataclass(frozen=True)
+class GradientFlow:
+    depth_ratio: float  # gradient RMS at the deepest conv outputs / at the logits
+    relative_update: float  # median |grad| / |weight| over conv weights
+
+
+def nnunet_loss(num_outputs: int) -> nn.Module:
+    """nnU-Net's training loss for `num_outputs` deep-supervision outputs (nnUNetTrainer._build_loss)."""
+    weights = [1 / 2 ** i for i in range(num_outputs)]
+    if num_outputs > 1:
+        weights[-1] = 0
+    weights = [w / sum(weights) for w in weights]
+    loss = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
+                          weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss)
+    return DeepSupervisionWrapper(loss, weights)
+
+
+def synthetic_batch(dim: int = 3, size: int = 32, batch: int = 2, generator_seed: int = 0):
+    """A noisy image with two small foreground cubes (label 1 and 2), about 1% foreground per class."""
+    generator = torch.Generator().manual_seed(generator_seed)
+    shape = (batch, 1) + (size,) * dim
+    label = torch.zeros(shape)
+    side, first = size // 8, size // 4
+    label[(slice(None), slice(None)) + (slice(first, first + side),) * dim] = 1
+    label[(slice(None), slice(None)) + (slice(2 * first, 2 * first + side),) * dim] = 2
+    image = label / 2 + 0.5 * torch.randn(shape, generator=generator)
+    return image, label
+
+
+def _targets(label: torch.Tensor, logits: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [nn.functional.interpolate(label, size=tuple(out.shape[2:]), mode="nearest") for out in logits]
+
+
+def _rms(t: torch.Tensor) -> float:
+    return t.detach().double().pow(2).mean().sqrt().item()
+
+
+# The module whose output is each family's deepest feature map (the bottleneck of its U).
+DEEPEST_FEATURES = {
+    "UltraLightUNet": "encoder.4",
+    "LightMedSeg": "bottleneck",
+    "DALight3D": "encoder.3",
+    "VeloxSeg": "encoder.3",
+    "PlainConvUNet": "encoder.stages.3",
+}
+
+
+def gradient_flow(network: nn.Module, deepest: str, image: torch.Tensor, label: torch.Tensor) -> GradientFlow:
+    """One training step's gradients on (image, label) through nnU-Net's deep-supervised loss.
+
+    `network` must return a list of logits (deep supervision on), the full resolution first;
+    `deepest` names the submodule whose output is the deepest feature map.
+    """
+    kept = []
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        kept.append(output)
+
+    handle = network.get_submodule(deepest).register_forward_hook(keep)
+    network.zero_grad(set_to_none=True)
+    network.train()
+    try:
+        outputs = network(image)
+    finally:
+        handle.remove()
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    for out in outputs:
+        out.retain_grad()
+    nnunet_loss(len(outputs))(outputs, _targets(label, outputs)).backward()
+
+    convs = [m for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    ratios = [(m.weight.grad.norm() / m.weight.norm()).item() for m in convs
+              if m.weight.grad is not None and m.weight.norm() > 0]
+    return GradientFlow(depth_ratio=_rms(kept[-1].grad) / _rms(outputs[0].grad),
+                        relative_update=statistics.median(ratios))
+
+
+def _plain_conv_unet(dim: int) -> nn.Module:
+    """nnU-Net's default network for a Hippocampus-like plan, initialised as nnU-Net does."""
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+    from nnunet_lightseg.architectures.blocks.ops import companion, conv_op_for_dim
+
+    conv_op = conv_op_for_dim(dim)
+    net = PlainConvUNet(1, 4, (32, 64, 128, 256), conv_op, 3, [1] + [2] * 3, 2, NUM_CLASSES, 2, False,
+                        companion(conv_op, "instance_norm"), {"eps": 1e-5, "affine": True}, None, None,
+                        nn.LeakyReLU, {"inplace": True}, deep_supervision=True)
+    net.apply(InitWeights_He(1e-2))
+    return net
+
+
+def table(dims=(3, 2)) -> list[tuple[str, int, GradientFlow]]:
+    """(model, dim, figures) for nnU-Net's PlainConvUNet and every registered model's default variant."""
+    from nnunet_lightseg import registry
+
+    rows = []
+    for dim in dims:
+        image, label = synthetic_batch(dim)
+        torch.manual_seed(0)
+        rows.append(("PlainConvUNet (nnU-Net)", dim, gradient_flow(_plain_conv_unet(dim), DEEPEST_FEATURES["PlainConvUNet"], image, label)))
+        for spec in registry.default_specs():
+            if dim in spec.dims:
+                torch.manual_seed(0)
+                net = spec.create(1, NUM_CLASSES, dim, [(2,) * dim] * 3, deep_supervision=True)
+                rows.append((spec.name, dim, gradient_flow(net, DEEPEST_FEATURES[spec.family], image, label)))
+    return rows
+
+
+def main(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    print("| network | dims | depth_ratio | relative_update |\n|---|---|---|---|")
+    for name, dim, flow in table():
+        print(f"| {name} | {dim}D | {flow.depth_ratio:.3g} | {flow.relative_update:.3g} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,93 @@
+"""The contract every registered model keeps, in the style of timm's model tests: one test each,
+parametrised over every spec and each dimensionality it supports. The per-family test files keep
+only what is specific to a paper."""
+import pytest
+import torch
+
+from nnunet_lightseg import registry
+from nnunet_lightseg.architectures.shapes import scaled_size
+from nnunet_lightseg.measure.gradient_flow import DEEPEST_FEATURES, gradient_flow, synthetic_batch
+
+PATCH = {3: (20, 28, 20), 2: (28, 20)}  # a Hippocampus-like plan at half its patch: not divisible by 8
+STEPS = {3: [(2, 2, 2)] * 3, 2: [(2, 2)] * 3}
+
+CASES = [pytest.param(spec.name, dim, id=f"{spec.name}-{dim}d") for spec in registry.all_specs() for dim in spec.dims]
+DEFAULT_CASES = [case for case in CASES if registry.get(case.values[0]) in registry.default_specs()]
+PAPER_COUNT_CASES = [case for case in CASES
+                     if registry.get(case.values[0]).paper_figures.get(f"{case.values[1]}d", {}).get("params")]
+
+# Gradient RMS at the deepest feature map over that at the logits, at initialisation, under nnU-Net's
+# deep-supervised loss (measure/gradient_flow.py). nnU-Net's own PlainConvUNet: 1.9 (3D) and 1.1 (2D);
+# DALight3D, the lowest network known to learn under nnU-Net's recipe (Dice 0.63 after 350 steps on
+# Hippocampus), 0.41; LightMedSeg with PyTorch's default initialisation, which learned nothing, 0.076.
+# The threshold sits between the two, a factor of 2 from each.
+MIN_DEPTH_RATIO = 0.2
+
+
+def build(name, dim, deep_supervision, in_channels=2, classes=3):
+    torch.manual_seed(0)
+    return registry.get(name).create(in_channels, classes, dim, STEPS[dim], deep_supervision)
+
+
+def outputs_of(net, x):
+    out = net(x)
+    return out if isinstance(out, list) else [out]
+
+
+@pytest.mark.parametrize("name, dim", CASES)
+def test_output_shapes_with_and_without_deep_supervision(name, dim):
+    net = build(name, dim, deep_supervision=True).eval()
+    x = torch.randn(1, 2, *PATCH[dim])
+    with torch.no_grad():
+        outputs = outputs_of(net, x)
+        assert len(outputs) == len(net.output_strides) and net.output_strides[0] == (1,) * dim
+        for y, stride in zip(outputs, net.output_strides):
+            assert y.shape == (1, 3) + scaled_size(PATCH[dim], stride)
+        net.deep_supervision = False
+        assert net(x).shape == (1, 3) + PATCH[dim]
+
+
+@pytest.mark.parametrize("name, dim", CASES)
+def test_parameters_do_not_depend_on_deep_supervision(name, dim):
+    on, off = build(name, dim, True), build(name, dim, False)
+    assert on.state_dict().keys() == off.state_dict().keys()
+    off.load_state_dict(on.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("name, dim", CASES)
+def test_gradients_reach_every_parameter(name, dim):
+    net = build(name, dim, deep_supervision=True).train()
+    sum(y.square().mean() for y in outputs_of(net, torch.randn(2, 2, *PATCH[dim]))).backward()
+    assert not [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    # Exact zeros are allowed for a few tensors: a conv bias right before batch norm (UltraLightUNet's
+    # GAG psi), the rows of DALight3D's identifier tables that no input channel uses.
+    silent = [n for n, p in net.named_parameters() if not torch.any(p.grad != 0)]
+    assert len(silent) <= 0.05 * len(list(net.parameters())), silent
+
+
+@pytest.mark.parametrize("name, dim", PAPER_COUNT_CASES)
+def test_parameter_count_matches_the_paper(name, dim):
+    figures = registry.get(name).paper_figures[f"{dim}d"]
+    net = registry.get(name).create(figures["input"][0], figures["classes"], dim, None, False)
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(figures["params"], rel=0.05)
+
+
+@pytest.mark.parametrize("name, dim", DEFAULT_CASES)
+def test_gradient_reaches_the_deepest_stage_at_initialisation(name, dim):
+    image, label = synthetic_batch(dim)
+    torch.manual_seed(0)
+    net = registry.get(name).create(1, 3, dim, STEPS[dim], deep_supervision=True)
+    flow = gradient_flow(net, DEEPEST_FEATURES[registry.get(name).family], image, label)
+    assert flow.depth_ratio > MIN_DEPTH_RATIO, flow
+
+
+def test_the_gradient_check_fails_on_pytorch_default_initialisation(monkeypatch):
+    """LightMedSeg as it was before issue 11 (PyTorch's default initialisation) learned nothing on
+    Hippocampus in 350 steps; the check above must catch it."""
+    from nnunet_lightseg.architectures.lightmedseg import LightMedSeg
+
+    monkeypatch.setattr(LightMedSeg, "initialise", lambda self: None)
+    image, label = synthetic_batch(3)
+    torch.manual_seed(0)
+    net = registry.get("LightMedSeg").create(1, 3, 3, STEPS[3], deep_supervision=True)
+    assert gradient_flow(net, DEEPEST_FEATURES["LightMedSeg"], image, label).depth_ratio < MIN_DEPTH_RATIO
