@@ -152,3 +152,23 @@ def test_bad_options_are_usage_errors(tmp_path):
         arguments(tmp_path, configuration=None)
     with pytest.raises(UsageError, match="at least 1"):
         arguments(tmp_path, iterations=0)
+
+
+def test_private_environments_and_missing_folder_variables(tmp_path, monkeypatch):
+    from nnunet_lightseg.errors import NnUNetEnvironmentError
+    from nnunet_lightseg.nnunet_env import FOLDER_VARIABLES, private_environment, require_folders
+
+    env = private_environment(str(tmp_path / "work"), base={"KEEP": "1", "nnUNet_raw": "/users/own"})
+    assert env["KEEP"] == "1" and all(os.path.isdir(env[v]) for v in FOLDER_VARIABLES)
+    assert env["nnUNet_raw"] == str(tmp_path / "work" / "raw")
+    require_folders(env)
+    with pytest.raises(NnUNetEnvironmentError, match="set nnUNet_preprocessed, nnUNet_results as for nnUNetv2_train"):
+        require_folders({"nnUNet_raw": "x"})
+
+
+def test_a_command_is_echoed_line_by_line_and_stopped_at_its_timeout(tmp_path):
+    log, lines = str(tmp_path / "log"), []
+    run_logged(["python", "-c", "print('one'); print('two')"], dict(os.environ), log, echo=lines.append)
+    assert lines == ["one", "two"] and "$ " in open(log).read()
+    with pytest.raises(StepFailed, match="stopped after 0.5 s"):
+        run_logged(["python", "-c", "import time; time.sleep(30)"], dict(os.environ), log, timeout=0.5)

@@ -22,3 +22,14 @@ def test_training_layout_prints_a_row_per_model(capsys):
     training_layout.main(["--models", "VeloxSeg", "--rounds", "1", "--batch", "1", "--threads", "1"])
     table = capsys.readouterr().out
     assert "| VeloxSeg |" in table and "channels_last" in table
+
+
+def test_timed_runs_interleave_rounds_after_the_warm_up():
+    from nnunet_lightseg.timing import median_seconds, timed_runs
+
+    order = []
+    times = timed_runs({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=2,
+                       before_each=lambda key: order.append(f"zero {key}"))
+    assert order == ["zero a", "a", "zero b", "b"] * 5
+    assert [len(t) for t in times.values()] == [3, 3] and all(s >= 0 for t in times.values() for s in t)
+    assert median_seconds(lambda: None, repeats=1, warmup=0) >= 0

@@ -8,7 +8,7 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_lightseg import registry, trainers
-from nnunet_lightseg.schedules import ITERATIONS_VARIABLE, Schedule
+from nnunet_lightseg.schedules import ITERATIONS_VARIABLE, Schedule, scheduled_name, split
 from nnunet_lightseg.trainers.base import LightSegTrainer, _positive_int_from_env
 from nnunet_lightseg.trainers.recipes import WarmupCosineLRScheduler
 
@@ -64,6 +64,15 @@ def test_short_schedules_are_made_on_request_and_stay_the_same_class():
     assert trainers.nnUNetTrainerUltraLightUNet_1epoch.__name__ == "nnUNetTrainerUltraLightUNet_1epoch"
     assert trainers.nnUNetTrainerBaseline_2epochs_1iter.schedule == Schedule(2, 1)
     assert not hasattr(trainers, "nnUNetTrainerUnknown_5epochs")
+
+
+@pytest.mark.parametrize("schedule, suffix", [(Schedule(5, 20), "_5epochs_20iters"), (Schedule(1, 1), "_1epoch_1iter"),
+                                              (Schedule(epochs=3), "_3epochs"), (Schedule(iterations=40), "_40iters"),
+                                              (Schedule(), "")])
+def test_schedule_names_round_trip(schedule, suffix):
+    assert scheduled_name("nnUNetTrainerX_K16", schedule) == "nnUNetTrainerX_K16" + suffix
+    assert split("nnUNetTrainerX_K16" + suffix) == ("nnUNetTrainerX_K16", schedule)
+    assert Schedule(5, 20).val_iterations == 5 and Schedule(5, 3).val_iterations == 1
 
 
 @pytest.mark.parametrize("name", ["nnUNetTrainerUltraLightUNet_0epochs", "nnUNetTrainerUltraLightUNet_007epochs",
