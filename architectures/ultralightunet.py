@@ -12,10 +12,12 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from dynamic_network_architectures.building_blocks.helper import (convert_conv_op_to_dim, get_matching_batchnorm,
+                                                                  get_matching_pool_op)
 from torch import nn
 
 from nnunet_lightseg.architectures.blocks.attention import ChannelAttention, SpatialAttention
-from nnunet_lightseg.architectures.blocks.ops import companion, conv_dim
+from nnunet_lightseg.architectures.blocks.ops import interpolation_mode
 from nnunet_lightseg.architectures.fast_inference import FastConv, FastInferenceModule
 from nnunet_lightseg.architectures.shapes import crop_to, cumulative_strides, pad_to_multiple
 
@@ -42,7 +44,7 @@ class MultiKernelDepthwiseConv(nn.Module):
 
     def __init__(self, channels: int, kernel_sizes: Sequence[int] = (1, 3, 5), conv_op=nn.Conv3d):
         super().__init__()
-        norm = companion(conv_op, "batch_norm")
+        norm = get_matching_batchnorm(conv_op)
         self.branches = nn.ModuleList(
             nn.Sequential(conv_op(channels, channels, k, padding=k // 2, groups=channels, bias=False),
                           norm(channels), nn.ReLU6(inplace=True))
@@ -65,7 +67,7 @@ class MKIR(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, expansion: int = 2,
                  kernel_sizes: Sequence[int] = (1, 3, 5), conv_op=nn.Conv3d):
         super().__init__()
-        norm = companion(conv_op, "batch_norm")
+        norm = get_matching_batchnorm(conv_op)
         hidden = in_channels * expansion
         self.expand = nn.Sequential(conv_op(in_channels, hidden, 1, bias=False), norm(hidden), nn.ReLU6(inplace=True))
         self.mkdc = MultiKernelDepthwiseConv(hidden, kernel_sizes, conv_op)
@@ -144,7 +146,7 @@ class GroupedAttentionGate(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int = 3, conv_op=nn.Conv3d):
         super().__init__()
-        norm = companion(conv_op, "batch_norm")
+        norm = get_matching_batchnorm(conv_op)
         inner = max(1, channels // 2)
 
         def grouped():
@@ -167,7 +169,7 @@ class DecoderStage(nn.Module):
         self.cmfa = CMFA(in_channels, reduction, spatial_attention, conv_op) if use_cmfa else nn.Identity()
         self.mkir = MKIR(in_channels, out_channels, conv_op=conv_op)
         self.gag = GroupedAttentionGate(out_channels, conv_op=conv_op) if (use_gag and has_skip) else None
-        self.interpolation = companion(conv_op, "interpolation")
+        self.interpolation = interpolation_mode(conv_op)
 
     def forward(self, x: torch.Tensor, size: Sequence[int], skip: torch.Tensor = None) -> torch.Tensor:
         x = self.mkir(self.cmfa(x))
@@ -198,14 +200,14 @@ class UltraLightUNet(FastInferenceModule):
                  strides: Sequence[Sequence[int]] = ((2, 2, 2),) * 5, conv_op=nn.Conv3d, use_mkira: bool = True,
                  use_gag: bool = True, deep_supervision: bool = False):
         super().__init__()
-        dim = conv_dim(conv_op)
+        dim = convert_conv_op_to_dim(conv_op)
         if len(channels) != 5 or len(strides) != 5:
             raise ValueError(f"UltraLightUNet has five stages: got {len(channels)} widths and {len(strides)} strides")
         if any(len(s) != dim for s in strides):
             raise ValueError(f"strides {strides} do not match {dim}D conv op {conv_op.__name__}")
         self.strides = [tuple(int(v) for v in s) for s in strides]
         self.deep_supervision = deep_supervision
-        pool = companion(conv_op, "max_pool")
+        pool = get_matching_pool_op(conv_op, pool_type="max")
 
         widths = [in_channels, *channels]
         self.encoder = nn.ModuleList(MKIR(widths[i], widths[i + 1], conv_op=conv_op) for i in range(5))

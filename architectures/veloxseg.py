@@ -12,6 +12,7 @@ inference network holds inference parameters only.
 Four levels. The first downsamples by `strides[0]` (the paper: 4, a 7^3 conv), the others by
 `strides[1:]` (the paper: 2); any per-axis stride works, 1 included.
 """
+import math
 from typing import NamedTuple, Sequence
 
 import torch
@@ -27,13 +28,6 @@ WIDTHS = (16, 32, 64, 128)
 GROUP_WIDTHS = (4, 8, 8, 16)
 EXPANSIONS = (3, 3, 2, 2)
 HEAD_DIMS = (4, 8, 8, 16)
-
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= int(v)
-    return out
 
 
 def instance_norm(channels: int) -> nn.Module:
@@ -89,7 +83,7 @@ class PatchMerge(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: Sequence[int]):
         super().__init__()
         self.stride = tuple(int(s) for s in stride)
-        merged = in_channels * _prod(self.stride)
+        merged = in_channels * math.prod(self.stride)
         self.norm = LayerNormChannelsFirst(merged)
         self.proj = nn.Conv3d(merged, out_channels, 1)
 
@@ -174,7 +168,7 @@ class VeloxSeg(FastInferenceModule):
         # decoder
         self.up = nn.ModuleList(upsample(w[i + 1], w[i], strides[i + 1]) for i in range(3))
         self.decoder = nn.ModuleList(JLC(w[i], group_widths[i], expansions[i], kernel_sizes, dropout) for i in range(3))
-        self.head = nn.Conv3d(w[0], num_classes * _prod(strides[0]), 3, padding=1)
+        self.head = nn.Conv3d(w[0], num_classes * math.prod(strides[0]), 3, padding=1)
         self.ds_heads = nn.ModuleList(nn.Conv3d(c, num_classes, 1) for c in (w[1], w[2], w[3]))
 
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:

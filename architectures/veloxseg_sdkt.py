@@ -7,6 +7,7 @@ Gram matrix (C x C, normalised by C * voxels) of the segmentation decoder's fine
 pulled towards each reconstruction decoder's: texture statistics transfer, spatial layout does
 not ("spatially decoupled"). These modules are never part of the inference network.
 """
+import math
 from typing import Sequence
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 
 from nnunet_lightseg.architectures.blocks.pixel_shuffle import pixel_shuffle
 from nnunet_lightseg.architectures.shapes import crop_to
-from nnunet_lightseg.architectures.veloxseg import JLC, VeloxFeatures, VeloxSeg, _prod, upsample
+from nnunet_lightseg.architectures.veloxseg import JLC, VeloxFeatures, VeloxSeg, upsample
 
 
 class ReconstructionDecoder(nn.Module):
@@ -28,7 +29,7 @@ class ReconstructionDecoder(nn.Module):
         self.up = nn.ModuleList(upsample(w[i + 1], w[i], strides[i + 1]) for i in range(3))
         self.blocks = nn.ModuleList(JLC(w[i], network.group_widths[i], network.expansions[i],
                                         network.kernel_sizes, network.dropout) for i in range(3))
-        self.head = nn.Conv3d(w[0], _prod(strides[0]), 3, padding=1)
+        self.head = nn.Conv3d(w[0], math.prod(strides[0]), 3, padding=1)
 
     def forward(self, encoder: Sequence[torch.Tensor], stream: Sequence[torch.Tensor]):
         """(reconstruction at the padded input size, finest features)."""

@@ -6,7 +6,7 @@ attention; other networks reuse either half.
 import torch
 from torch import nn
 
-from nnunet_lightseg.architectures.blocks.ops import companion
+from dynamic_network_architectures.building_blocks.helper import get_matching_pool_op
 
 
 class ChannelAttention(nn.Module):
@@ -15,8 +15,8 @@ class ChannelAttention(nn.Module):
     def __init__(self, channels: int, reduction: int, conv_op=nn.Conv3d):
         super().__init__()
         hidden = max(1, channels // reduction)
-        self.avg_pool = companion(conv_op, "adaptive_avg_pool")(1)
-        self.max_pool = companion(conv_op, "adaptive_max_pool")(1)
+        self.avg_pool = get_matching_pool_op(conv_op, adaptive=True, pool_type="avg")(1)
+        self.max_pool = get_matching_pool_op(conv_op, adaptive=True, pool_type="max")(1)
         self.mlp = nn.Sequential(conv_op(channels, hidden, 1, bias=False), nn.ReLU(inplace=True),
                                  conv_op(hidden, channels, 1, bias=False))
 

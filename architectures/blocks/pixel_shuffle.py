@@ -4,6 +4,7 @@ torch's `pixel_shuffle` is 2D and isotropic; nnU-Net plans need anisotropic fact
 Channel layout (as torch's 2D op): channel c * prod(f) + offset, the offset running over the
 factor grid in C order.
 """
+import math
 from typing import Sequence
 
 import torch
@@ -16,7 +17,7 @@ def pixel_shuffle(x: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
     if all(f == 1 for f in factors):
         return x
     size = x.shape[2:]
-    c = x.shape[1] // _prod(factors)
+    c = x.shape[1] // math.prod(factors)
     x = x.reshape(n, c, *factors, *size)
     # (N, C, f0.., S0..) -> (N, C, S0, f0, S1, f1, ...)
     order = [0, 1] + [i for a in range(dim) for i in (2 + dim + a, 2 + a)]
@@ -33,11 +34,5 @@ def pixel_unshuffle(x: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
     x = x.reshape(n, c, *(i for s, f in zip(size, factors) for i in (s, f)))
     # (N, C, S0, f0, S1, f1, ...) -> (N, C, f0.., S0..)
     order = [0, 1] + [3 + 2 * a for a in range(dim)] + [2 + 2 * a for a in range(dim)]
-    return x.permute(order).reshape(n, c * _prod(factors), *size)
+    return x.permute(order).reshape(n, c * math.prod(factors), *size)
 
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= int(v)
-    return out

@@ -4,7 +4,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from nnunet_lightseg.architectures.blocks.ops import companion
+from dynamic_network_architectures.building_blocks.helper import get_matching_pool_op
 
 
 class SqueezeExcitation(nn.Module):
@@ -18,7 +18,7 @@ class SqueezeExcitation(nn.Module):
                  hidden_channels: Optional[int] = None):
         super().__init__()
         hidden = hidden_channels if hidden_channels is not None else max(1, channels // reduction)
-        self.pool = companion(conv_op, "adaptive_avg_pool")(1)
+        self.pool = get_matching_pool_op(conv_op, adaptive=True, pool_type="avg")(1)
         self.fc1 = conv_op(channels, hidden, 1)
         self.act = activation()
         self.fc2 = conv_op(hidden, channels, 1)

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunet_lightseg.architectures.blocks.layer_norm import LayerNormChannelsFirst
-from nnunet_lightseg.architectures.blocks.ops import companion, conv_dim
+from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
+
+from nnunet_lightseg.architectures.blocks.ops import interpolation_mode
 
 
 def window_pool_factors(size: Sequence[int], tokens: int, max_scales: int) -> list[tuple[int, ...]]:
@@ -66,9 +68,9 @@ class PairedWindowAttention(nn.Module):
         super().__init__()
         if channels % head_dim:
             raise ValueError(f"PWA: {channels} channels do not split into heads of {head_dim}")
-        self.dim, self.head_dim, self.tokens = conv_dim(conv_op), head_dim, window_tokens
+        self.dim, self.head_dim, self.tokens = convert_conv_op_to_dim(conv_op), head_dim, window_tokens
         self.num_heads = channels // head_dim
-        self.interpolation = companion(conv_op, "interpolation")
+        self.interpolation = interpolation_mode(conv_op)
         self.norms = nn.ModuleList(LayerNormChannelsFirst(channels) for _ in range(num_streams))
         self.qkv = nn.ModuleList(conv_op(channels, 3 * channels, 1) for _ in range(num_streams))
         self.proj = nn.ModuleList(conv_op(channels, channels, 1) for _ in range(num_streams))

@@ -113,11 +113,12 @@ def _plain_conv_unet(dim: int) -> nn.Module:
     """nnU-Net's default network for a Hippocampus-like plan, initialised as nnU-Net does."""
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
     from dynamic_network_architectures.initialization.weight_init import InitWeights_He
-    from nnunet_lightseg.architectures.blocks.ops import companion, conv_op_for_dim
+    from dynamic_network_architectures.building_blocks.helper import (convert_dim_to_conv_op,
+                                                                      get_matching_instancenorm)
 
-    conv_op = conv_op_for_dim(dim)
+    conv_op = convert_dim_to_conv_op(dim)
     net = PlainConvUNet(1, 4, (32, 64, 128, 256), conv_op, 3, [1] + [2] * 3, 2, NUM_CLASSES, 2, False,
-                        companion(conv_op, "instance_norm"), {"eps": 1e-5, "affine": True}, None, None,
+                        get_matching_instancenorm(conv_op), {"eps": 1e-5, "affine": True}, None, None,
                         nn.LeakyReLU, {"inplace": True}, deep_supervision=True)
     net.apply(InitWeights_He(1e-2))
     return net

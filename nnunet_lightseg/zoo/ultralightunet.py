@@ -1,5 +1,6 @@
 """UltraLightUNet variants (T, S, base, M, L) and the paper's component ablations (Table 6)."""
-from nnunet_lightseg.architectures.blocks.ops import conv_op_for_dim
+from dynamic_network_architectures.building_blocks.helper import convert_dim_to_conv_op
+
 from nnunet_lightseg.architectures.ultralightunet import VARIANT_CHANNELS, UltraLightUNet
 from nnunet_lightseg.registry import ModelSpec, fit_strides, register
 
@@ -20,7 +21,7 @@ PAPER_FIGURES = {
 def _builder(channels, use_mkira=True, use_gag=True):
     def build(in_channels, num_classes, dim, plan_steps, deep_supervision):
         return UltraLightUNet(in_channels, num_classes, channels, fit_strides(plan_steps, NUM_STAGES, dim),
-                              conv_op_for_dim(dim), use_mkira=use_mkira, use_gag=use_gag,
+                              convert_dim_to_conv_op(dim), use_mkira=use_mkira, use_gag=use_gag,
                               deep_supervision=deep_supervision)
     return build
 
