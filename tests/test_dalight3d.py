@@ -247,9 +247,6 @@ def test_default_recipe_reduces_the_loss_without_nan(nnunet_dirs):
 
 
 def test_paper_recipe(nnunet_dirs):
-    from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as nnunet_module
-
-    from nnunet_lightseg.trainers.dalight3d import autocast_disabled
     trainer = _trainer("nnUNetTrainerDALight3D_Paper")
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
     assert trainer.optimizer.param_groups[0]["lr"] == 5e-5 and trainer.optimizer.param_groups[0]["weight_decay"] == 1e-5
@@ -258,9 +255,19 @@ def test_paper_recipe(nnunet_dirs):
     assert trainer.batch_size == 1 and trainer.probabilistic_oversampling
     assert not trainer.enable_deep_supervision and trainer.loss.weight_ce == 0.5 and trainer.loss.weight_dice == 1
     assert trainer.grad_scaler is None
-    with autocast_disabled():  # nnU-Net's steps would enter autocast(enabled=True); they get a disabled one
-        assert not nnunet_module.autocast("cpu", enabled=True)._enabled
-    assert nnunet_module.autocast is torch.autocast
     x = torch.randn(1, 4, 16, 16, 16)
+    # nnU-Net's steps enter autocast on CUDA; the network computes in float32 inside it all the same
+    seen = []
+    trainer.network.head[-1].register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert trainer.network(x).dtype == torch.float32
+        assert torch.is_autocast_enabled("cpu")  # the network's forward left the caller's autocast as it was
+    assert seen == [torch.float32]
+    with pytest.raises(RuntimeError), torch.autocast("cpu", dtype=torch.bfloat16):
+        trainer.network(torch.randn(1, 4, 16, 16))  # a failing forward leaves autocast too
+    assert not torch.is_autocast_enabled("cpu")
+    default = _trainer("nnUNetTrainerDALight3D")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert default.network(x)[0].dtype == torch.bfloat16  # the default recipe keeps nnU-Net's mixed precision
     loss = trainer.train_step({"data": x, "target": (x[:, :1] > 0).float()})["loss"]
     assert torch.isfinite(torch.tensor(loss))

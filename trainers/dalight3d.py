@@ -5,12 +5,9 @@ AdamW lr 5e-5, weight decay 1e-5, cosine to 1e-6, batch 1, Dice + 0.5 CE, full p
 Every trainer sets the network's ICN identifiers from dataset.json's `channel_names`; the network
 keeps them in a buffer, so the checkpoint carries them to nnU-Net's predictor.
 """
-import sys
-from contextlib import contextmanager
-
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch import nn
 
 from nnunet_lightseg.architectures.dalight3d import identifiers_for_channels
 from nnunet_lightseg.trainers.base import LightSegTrainer, unwrap
@@ -50,20 +47,27 @@ class nnUNetTrainerDALight3D_noSSFB(nnUNetTrainerDALight3D):
     model_name = "DALight3D_noSSFB"
 
 
-@contextmanager
-def autocast_disabled():
-    """Full precision inside nnU-Net's `train_step` / `validation_step`.
+def run_in_full_precision(network: nn.Module) -> None:
+    """Run `network`'s forward with autocast disabled, whatever context calls it.
 
-    Those steps enter `autocast(device, enabled=True)` on CUDA, with `autocast` looked up in their
-    module; for the duration of a step that name gives a disabled autocast instead.
+    nnU-Net's train and validation steps enter `autocast(device, enabled=True)` on CUDA around the
+    forward pass and the loss. A forward pre-hook enters a disabled autocast for the network's own
+    forward and a forward hook leaves it (also when the forward raises), so the network computes in
+    float32 while nnU-Net's steps and module globals stay as they are. The loss of float32 logits is
+    float32 under autocast too.
     """
-    module = sys.modules[nnUNetTrainer.__module__]
-    original = module.autocast
-    module.autocast = lambda device_type, *args, **kwargs: original(device_type, enabled=False)
-    try:
-        yield
-    finally:
-        module.autocast = original
+    entered = []
+
+    def enter(module, args):
+        context = torch.autocast(args[0].device.type, enabled=False)
+        context.__enter__()
+        entered.append(context)
+
+    def leave(module, args, output):
+        entered.pop().__exit__(None, None, None)
+
+    network.register_forward_pre_hook(enter)
+    network.register_forward_hook(leave, always_call=True)
 
 
 class nnUNetTrainerDALight3D_Paper(PaperRecipe, nnUNetTrainerDALight3D):
@@ -95,10 +99,6 @@ class nnUNetTrainerDALight3D_Paper(PaperRecipe, nnUNetTrainerDALight3D):
         (loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss).weight_ce = 0.5
         return loss
 
-    def train_step(self, batch: dict) -> dict:
-        with autocast_disabled():
-            return super().train_step(batch)
-
-    def validation_step(self, batch: dict) -> dict:
-        with autocast_disabled():
-            return super().validation_step(batch)
+    def initialize(self):
+        super().initialize()
+        run_in_full_precision(unwrap(self.network))
