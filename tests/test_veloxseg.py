@@ -1,5 +1,6 @@
 """VeloxSeg: shapes, deep supervision, SDKT kept out of inference, the Gram loss, gradients, trainers."""
 import copy
+import os
 
 import pytest
 import torch
@@ -208,7 +209,7 @@ def test_checkpoint_round_trip_keeps_inference_weights_strict(trainer_env, tmp_p
     path = str(tmp_path / "checkpoint.pth")
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=False)
-    assert "sdkt_weights" in checkpoint
+    assert "sdkt_weights" in checkpoint and not [f for f in os.listdir(tmp_path) if f.endswith(".partial")]
 
     resumed = trainer_env(nnUNetTrainerVeloxSeg)
     resumed.load_checkpoint(path)
@@ -220,6 +221,27 @@ def test_checkpoint_round_trip_keeps_inference_weights_strict(trainer_env, tmp_p
     inference.load_state_dict(checkpoint["network_weights"], strict=True)
     assert sum(p.numel() for p in inference.parameters()) < \
         sum(p.numel() for p in trainer.network.parameters()) + sum(p.numel() for p in trainer.sdkt.parameters())
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_checkpoint_whole(trainer_env, tmp_path, monkeypatch):
+    from nnunet_lightseg.trainers import nnUNetTrainerVeloxSeg
+    trainer = trainer_env(nnUNetTrainerVeloxSeg)
+    trainer.initialize()
+    path = str(tmp_path / "checkpoint.pth")
+    trainer.save_checkpoint(path)
+    before = open(path, "rb").read()
+    real_save = torch.save
+
+    def crash_on_disk(obj, f, *args, **kwargs):
+        if isinstance(f, str):
+            raise OSError("disk full")
+        return real_save(obj, f, *args, **kwargs)
+
+    trainer.current_epoch += 1
+    monkeypatch.setattr(torch, "save", crash_on_disk)
+    with pytest.raises(OSError):
+        trainer.save_checkpoint(path)
+    assert open(path, "rb").read() == before
 
 
 def test_paper_trainer_recipe(trainer_env):

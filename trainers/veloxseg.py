@@ -7,6 +7,9 @@ modality beside the network. The decoders belong to the trainer (`self.sdkt`), n
 runs them. Their weights ride in the checkpoint under the extra key `sdkt_weights` (resuming with
 `--c` restores them) and their parameters in a second optimizer parameter group.
 """
+import io
+import os
+
 import torch
 from torch import autocast
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -86,12 +89,22 @@ class nnUNetTrainerVeloxSeg(_VeloxSegTrainer):
         return {"loss": loss.detach().cpu().numpy()}
 
     def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint plus the reconstruction decoders under `sdkt_weights`."""
-        super().save_checkpoint(filename)
-        if self.local_rank == 0 and not self.disable_checkpointing:
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-            checkpoint[SDKT_KEY] = unwrap(self.sdkt).state_dict()
-            torch.save(checkpoint, filename)
+        """nnU-Net's checkpoint plus the reconstruction decoders under `sdkt_weights`, written once.
+
+        nnU-Net's own checkpoint goes to memory (its save_checkpoint hands the name to torch.save, which
+        takes a buffer as well), gets the decoders, is written beside `filename` and renamed over it:
+        a crash at any point leaves the previous checkpoint whole.
+        """
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return super().save_checkpoint(filename)
+        buffer = io.BytesIO()
+        super().save_checkpoint(buffer)
+        buffer.seek(0)
+        checkpoint = torch.load(buffer, map_location="cpu", weights_only=False)
+        checkpoint[SDKT_KEY] = unwrap(self.sdkt).state_dict()
+        partial = f"{filename}.partial"
+        torch.save(checkpoint, partial)
+        os.replace(partial, filename)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         super().load_checkpoint(filename_or_checkpoint)
