@@ -145,7 +145,7 @@ def command_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nnunet-lightseg", description=__doc__)
+    parser = argparse.ArgumentParser(prog="nnunet-lightseg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("list", help="every model with its trainers, paper and dimensionality")
@@ -226,9 +226,15 @@ def main(argv=None) -> int:
 
     try:
         return args.func(args)
-    except (UsageError, UnknownModelError, UnsupportedConfigurationError, LightSegError) as error:
-        print(f"nnunet-lightseg {args.command}: {error}", file=sys.stderr)
-        return EXIT_FAILED if isinstance(error, LightSegError) and not isinstance(error, UsageError) else EXIT_USAGE
+    except (UsageError, UnknownModelError, UnsupportedConfigurationError) as error:
+        return _failed(args.command, error, EXIT_USAGE)
+    except LightSegError as error:
+        return _failed(args.command, error, EXIT_FAILED)
+
+
+def _failed(command: str, error: Exception, status: int) -> int:
+    print(f"nnunet-lightseg {command}: {error}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

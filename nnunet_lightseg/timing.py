@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
 import torch
 
