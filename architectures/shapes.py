@@ -3,6 +3,7 @@
 nnU-Net plans use anisotropic strides and patch sizes the paper networks never saw; the networks
 take their strides from the plan and pad any input that the total stride does not divide.
 """
+import math
 from typing import Sequence
 
 import torch
@@ -18,15 +19,20 @@ def cumulative_strides(strides: Sequence[Sequence[int]]) -> list[tuple[int, ...]
     return out
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: Sequence[int]) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """Zero-pad the spatial axes of x (at the end) up to a multiple of `multiple` per axis.
+def padded_size(size: Sequence[int], multiple: Sequence[int], minimum: int = 0) -> tuple[int, ...]:
+    """Per axis, the smallest multiple of `multiple` that holds the size and is at least `minimum`."""
+    return tuple(max(int(minimum), math.ceil(int(s) / int(m)) * int(m)) for s, m in zip(size, multiple))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: Sequence[int], minimum: int = 0) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Zero-pad the spatial axes of x (at the end) up to `padded_size(size, multiple, minimum)`.
 
     Returns the padded tensor and the original spatial size (for `crop_to`).
     """
     size = tuple(x.shape[2:])
     pad = []
-    for s, m in zip(reversed(size), reversed(tuple(multiple))):
-        pad += [0, (-s) % int(m)]
+    for s, target in zip(reversed(size), reversed(padded_size(size, multiple, minimum))):
+        pad += [0, target - s]
     if any(pad):
         x = F.pad(x, pad)
     return x, size

@@ -30,6 +30,12 @@ EXPANSIONS = (3, 3, 2, 2)
 HEAD_DIMS = (4, 8, 8, 16)
 
 
+def minimum_input_size(strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """The smallest input VeloxSeg with these level strides takes: its deepest level must hold 2 voxels
+    per axis (instance norm of a single voxel is undefined)."""
+    return tuple(t + 1 for t in cumulative_strides(strides)[-1])
+
+
 def instance_norm(channels: int) -> nn.Module:
     return nn.InstanceNorm3d(channels, affine=False)
 
@@ -146,8 +152,7 @@ class VeloxSeg(FastInferenceModule):
         self.return_features = False
         cumulative = cumulative_strides(strides)
         self.total_stride = cumulative[-1]
-        # the deepest level must hold 2 voxels per axis (instance norm of a single voxel is undefined)
-        self.minimum_input_size = tuple(t + 1 for t in self.total_stride)
+        self.minimum_input_size = minimum_input_size(strides)
         self.output_strides = [cumulative[0], cumulative[2], cumulative[3], cumulative[4]]
         w = self.widths
 

@@ -2,8 +2,8 @@
 
 A benchmark *entry* is a trainer with the plans it trains on, written as nnU-Net names its result
 folders: `TRAINER` (on nnUNetPlans) or `TRAINER__PLANS`, e.g. `nnUNetTrainer__nnUNetResEncUNetMPlans`
-for ResEnc M. MONAI's networks are not registry models (they need the patch size, which a
-`ModelSpec` does not take), so they are listed here rather than in `registry`.
+for ResEnc M. nnU-Net's own networks are listed here; MONAI's are registry specs (`baseline=True`,
+nnunet_lightseg/zoo/monai.py).
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def parse_entry(text: str) -> Entry:
 
 def baseline_rows() -> list[dict]:
     """nnU-Net's default, ResEnc M and the MONAI trainers, for `nnunet-lightseg list`."""
-    from nnunet_lightseg.trainers import monai_baselines
+    from nnunet_lightseg import registry
 
     rows = [
         {"entry": REFERENCE, "description": "nnU-Net's default (PlainConvUNet from the plan, deep supervision)",
@@ -68,7 +68,6 @@ def baseline_rows() -> list[dict]:
          "description": "nnU-Net ResEnc M: plan first with nnUNetv2_plan_and_preprocess -pl nnUNetPlannerResEncM",
          "paper": "Isensee et al., nnU-Net Revisited, MICCAI 2024"},
     ]
-    for name, cls in sorted(vars(monai_baselines).items()):
-        if name.startswith("nnUNetTrainerMonai"):
-            rows.append({"entry": name, "description": cls.description, "paper": cls.paper})
+    rows += [{"entry": spec.trainer, "description": spec.description, "paper": spec.paper}
+             for spec in registry.all_specs() if spec.baseline]
     return rows

@@ -45,7 +45,7 @@ def command_list(args) -> int:
     by_model = _trainers_by_model()
     rows = [{"model": spec.name, "family": spec.family, "dims": list(spec.dims), "paper": spec.paper,
              "description": spec.description, "trainers": by_model.get(spec.name.lower(), [])}
-            for spec in registry.all_specs()]
+            for spec in registry.paper_specs()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -76,7 +76,7 @@ def command_profile(args) -> int:
         raise UsageError(f"--patch takes two (2D) or three (3D) sizes, got {len(args.patch)}")
     if args.in_channels < 1 or args.classes < 1 or min(args.patch) < 1:
         raise UsageError("--in-channels, --classes and the --patch sizes must be positive")
-    network = spec.create(args.in_channels, args.classes, dim, plan_steps=None, deep_supervision=False)
+    network = spec.create(registry.Plan(args.in_channels, args.classes, tuple(args.patch)))
     input_shape = (1, args.in_channels, *args.patch)
     result = {"model": spec.name, "params": profiling.count_parameters(network),
               "gmac": profiling.count_gmac(network, input_shape), "patch": list(args.patch),

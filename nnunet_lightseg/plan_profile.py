@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnunet_lightseg import profiling
+from nnunet_lightseg import profiling, registry
 from nnunet_lightseg.architectures.fast_inference import apply_training_memory_format
 from nnunet_lightseg.baselines import REFERENCE, Entry
 from nnunet_lightseg.errors import LightSegError, ProfileError, UsageError
@@ -114,10 +114,10 @@ def build_network(trainer_class: type, plans_manager, configuration_manager, dat
 
 
 def trains_with_deep_supervision(trainer_class: type) -> bool:
-    """nnU-Net trains with deep supervision unless the trainer turns it off (`_Paper` recipes, MONAI)."""
-    from nnunet_lightseg.trainers.monai_baselines import MonaiBaselineTrainer
-
-    if issubclass(trainer_class, MonaiBaselineTrainer):
+    """nnU-Net trains with deep supervision unless the trainer's network has none (the MONAI baselines)
+    or its recipe turns it off (`_Paper` recipes)."""
+    model = getattr(trainer_class, "model_name", "")
+    if model and not registry.get(model).deep_supervision:
         return False
     return bool(getattr(trainer_class, "paper_deep_supervision", True))
 

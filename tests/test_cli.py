@@ -13,7 +13,7 @@ from nnunet_lightseg.cli import main
 def test_list_json_names_every_model_with_its_trainers(capsys):
     assert main(["list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["model"] for r in rows} == {s.name for s in registry.all_specs()}
+    assert {r["model"] for r in rows} == {s.name for s in registry.paper_specs()}  # baselines: list --baselines
     base = next(r for r in rows if r["model"] == "UltraLightUNet")
     assert {"nnUNetTrainerUltraLightUNet", "nnUNetTrainerUltraLightUNet_Paper"} <= set(base["trainers"])
     assert base["dims"] == [2, 3] and base["paper"]

@@ -15,7 +15,7 @@ MODELS = [("UltraLightUNet", 2, (1, 2, 32, 40)), ("UltraLightUNet", 3, (1, 2, 16
 def build(name: str, dim: int, shape) -> torch.nn.Module:
     """The network with random weights and random batch-norm statistics, in eval mode."""
     torch.manual_seed(0)
-    network = registry.get(name).create(shape[1], 3, dim, [(2,) * dim] * 3)
+    network = registry.get(name).create(registry.Plan(shape[1], 3, shape[2:], [(2,) * dim] * 3))
     with torch.no_grad():
         for module in network.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):

@@ -7,7 +7,7 @@ from nnunet_lightseg.measure import inference_steps, training_layout
 
 
 def test_plain_step_runs_the_plain_graph_and_fast_steps_run_copies():
-    network = registry.get("UltraLightUNet").create(1, 3, 3, [(2, 2, 2)] * 2)
+    network = registry.get("UltraLightUNet").create(registry.Plan(1, 3, (16, 16, 16), [(2, 2, 2)] * 2))
     calls = inference_steps.variants(network, 5, ours=True)
     assert list(calls) == list(inference_steps.STEPS)
     x = torch.randn(1, 1, 16, 16, 16)

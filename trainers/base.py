@@ -75,39 +75,33 @@ class LightSegTrainer(IterationsFromEnvironment, nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         # Fail now, before any data is loaded, if the network cannot serve this configuration.
-        self.check_configuration(self.configuration_manager, configuration)
+        self.check_configuration(self.configuration_manager)
+        if not self.model_spec().deep_supervision:
+            self.enable_deep_supervision = False
 
     @classmethod
     def model_spec(cls) -> registry.ModelSpec:
         return registry.get(cls.model_name)
 
     @classmethod
-    def check_configuration(cls, configuration_manager: ConfigurationManager, configuration_name: str = "") -> None:
-        """Raise UnsupportedConfigurationError if the network cannot be built for this configuration."""
-        spec = cls.model_spec()
-        dim = len(configuration_manager.patch_size)
-        if dim not in spec.dims:
-            alternative = "3d_fullres" if 3 in spec.dims else "2d"
-            raise registry.UnsupportedConfigurationError(
-                f"{cls.__name__} trains {' and '.join(f'{d}D' for d in spec.dims)} networks only, but the "
-                f"configuration {configuration_name or ''!s} is {dim}D (patch size {configuration_manager.patch_size}). "
-                f"Use the {alternative!r} configuration, e.g. nnUNetv2_train DATASET {alternative} FOLD -tr {cls.__name__}.")
+    def check_configuration(cls, configuration_manager: ConfigurationManager) -> None:
+        """Raise UnsupportedConfigurationError (the registry's message) if the network cannot be built
+        for this configuration."""
+        cls.model_spec().check(registry.Plan.from_configuration(configuration_manager, 1, 1))
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
-        """Build the network from the plan: channels, dimensionality and per-axis strides.
+        """Build the network from the plan: channels, patch size and per-axis strides.
 
         Called on the class by nnU-Net's predictor too; the parameter set does not depend on
         `enable_deep_supervision`, so checkpoints load strictly.
         """
-        cls.check_configuration(configuration_manager)
-        return cls.model_spec().create(
-            in_channels=num_input_channels, num_classes=num_output_channels,
-            dim=len(configuration_manager.patch_size),
-            plan_steps=configuration_manager.pool_op_kernel_sizes[1:],
-            deep_supervision=enable_deep_supervision)
+        spec = cls.model_spec()
+        return spec.create(registry.Plan.from_configuration(configuration_manager, num_input_channels,
+                                                            num_output_channels,
+                                                            enable_deep_supervision and spec.deep_supervision))
 
     def initialize(self):
         """nnU-Net's initialisation; on CPU, conv weights then go channels-last where the network
@@ -126,4 +120,5 @@ class LightSegTrainer(IterationsFromEnvironment, nnUNetTrainer):
         return [[1.0 / s for s in stride] for stride in unwrap(network).output_strides]
 
     def set_deep_supervision_enabled(self, enabled: bool):
-        unwrap(self.network).deep_supervision = enabled
+        if self.model_spec().deep_supervision:
+            unwrap(self.network).deep_supervision = enabled

@@ -19,7 +19,6 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_lightseg.architectures.veloxseg_sdkt import SDKTTeacher, sdkt_losses
 from nnunet_lightseg.trainers.base import LightSegTrainer, unwrap
-from nnunet_lightseg.zoo.veloxseg import check_patch_size
 from nnunet_lightseg.trainers.recipes import PaperRecipe
 
 SDKT_KEY = "sdkt_weights"
@@ -27,11 +26,6 @@ SDKT_KEY = "sdkt_weights"
 
 class _VeloxSegTrainer(LightSegTrainer):
     model_name = "VeloxSeg"
-
-    @classmethod
-    def check_configuration(cls, configuration_manager, configuration_name: str = "") -> None:
-        super().check_configuration(configuration_manager, configuration_name)
-        check_patch_size(configuration_manager.patch_size, configuration_manager.pool_op_kernel_sizes[1:])
 
 
 class nnUNetTrainerVeloxSeg_noSDKT(_VeloxSegTrainer):

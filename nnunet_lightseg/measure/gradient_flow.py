@@ -136,7 +136,7 @@ def table(dims=(3, 2)) -> list[tuple[str, int, GradientFlow]]:
         for spec in registry.default_specs():
             if dim in spec.dims:
                 torch.manual_seed(0)
-                net = spec.create(1, NUM_CLASSES, dim, [(2,) * dim] * 3, deep_supervision=True)
+                net = spec.create(registry.Plan(1, NUM_CLASSES, image.shape[2:], [(2,) * dim] * 3, deep_supervision=True))
                 rows.append((spec.name, dim, gradient_flow(net, DEEPEST_FEATURES[spec.family], image, label)))
     return rows
 

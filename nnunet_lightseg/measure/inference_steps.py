@@ -98,14 +98,14 @@ def cases(plan: dict, models, inputs) -> list[dict]:
         out.append(dict(model="nnU-Net default (PlainConvUNet)", input="plan", shape=shape,
                         calls=variants(default, len(shape), ours=False), gmac=count_gmac(default, shape)))
         for name in models:
-            net = registry.get(name).create(plan["input_channels"], plan["classes"], 3, steps)
+            net = registry.get(name).create(registry.Plan(plan["input_channels"], plan["classes"], plan["patch_size"], steps))
             out.append(dict(model=name, input="plan", shape=shape, calls=variants(net, len(shape), True),
                             gmac=count_gmac(net, shape)))
     if "paper" in inputs:
         for name in models:
-            figures = registry.get(name).paper_figures["3d"]
-            shape = (1, *figures["input"])
-            net = registry.get(name).create(figures["input"][0], figures["classes"], 3, None)
+            figures = registry.get(name).paper_figures[3]
+            shape = (1, *figures.input)
+            net = registry.get(name).create(figures.plan)
             out.append(dict(model=name, input="paper", shape=shape, calls=variants(net, len(shape), True),
                             gmac=count_gmac(net, shape)))
     return out

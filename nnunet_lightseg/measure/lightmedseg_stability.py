@@ -55,7 +55,7 @@ def nnunet_recipe_losses(net: torch.nn.Module, batches) -> list[float]:
 
 def main(steps=200, size=(24, 32, 24), model="LightMedSeg"):
     torch.manual_seed(0)
-    net = registry.get(model).create(1, 3, 3, [(2, 2, 2)] * 3, True)
+    net = registry.get(model).create(registry.Plan(1, 3, size, [(2, 2, 2)] * 3, deep_supervision=True))
     start = time.time()
     losses = nnunet_recipe_losses(net, (sample(2, size) for _ in range(steps)))
     print(f"{model}: {steps} steps, {(time.time() - start) / steps:.2f} s/step, NaN: {not np.isfinite(losses).all()}")

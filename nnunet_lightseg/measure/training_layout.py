@@ -47,7 +47,7 @@ def main(argv=None) -> None:
     x = torch.randn(args.batch, 1, *PATCH)
     runs = {}
     for name in args.models:
-        network = registry.get(name).create(1, 3, 3, STRIDES, deep_supervision=True).train()
+        network = registry.get(name).create(registry.Plan(1, 3, PATCH, STRIDES, deep_supervision=True)).train()
         channels_last = copy.deepcopy(network)
         channels_last_weights(channels_last, x.ndim)
         runs[name] = {"default": (network, x), "weights": (channels_last, x),

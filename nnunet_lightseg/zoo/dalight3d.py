@@ -1,16 +1,13 @@
 """DALight-3D (3D only) and the paper's four component ablations."""
 from nnunet_lightseg.architectures.dalight3d import DALight3D
-from nnunet_lightseg.registry import ModelSpec, fit_strides, register
+from nnunet_lightseg.registry import ModelSpec, PaperFigures, fit_strides, register
 
 PAPER = "Mishra, Mishra & Singh, DALight-3D, arXiv 2605.04518 (2026)"
 NUM_STAGES = 3  # downsampling steps
 
-# The paper gives 2.22M parameters (4 MRI modalities, 4 classes of MSD Task01) and no MAC count; its
-# input patch is 64^3; mean Dice 0.727 on MSD Task01 after 50 epochs; removing any one component costs
-# 0.01-0.03 Dice, not broken down per component (../shared/specs/dalight3d.md).
-PAPER_FIGURES = {"3d": {"params": 2.22e6, "gmac": None, "input": (4, 64, 64, 64), "classes": 4, "dice": 0.727}}
-ABLATION_FIGURES = {"3d": {"params": None, "gmac": None, "input": (4, 64, 64, 64), "classes": 4,
-                           "dice_drop": (0.01, 0.03)}}
+# The paper gives 2.22M parameters (4 MRI modalities, 4 classes of MSD Task01, 64^3 patches) and no
+# MAC count (../shared/specs/dalight3d.md); its accuracy figures are in docs/architectures/dalight3d.md.
+PAPER_FIGURES = {3: PaperFigures(2.22e6, (4, 64, 64, 64), 4)}
 
 ABLATIONS = {
     "noSepConv": ("use_separable_conv", "full 3^3 convs instead of depthwise-separable ones"),
@@ -21,9 +18,9 @@ ABLATIONS = {
 
 
 def _builder(**switches):
-    def build(in_channels, num_classes, dim, plan_steps, deep_supervision):
-        return DALight3D(in_channels, num_classes, fit_strides(plan_steps, NUM_STAGES, dim),
-                         deep_supervision=deep_supervision, **switches)
+    def build(plan):
+        return DALight3D(plan.in_channels, plan.num_classes, fit_strides(plan, NUM_STAGES),
+                         deep_supervision=plan.deep_supervision, **switches)
     return build
 
 
@@ -33,5 +30,4 @@ register(ModelSpec(name="DALight3D", family="DALight3D", paper=PAPER, dims=(3,),
 
 for _suffix, (_switch, _what) in ABLATIONS.items():
     register(ModelSpec(name=f"DALight3D_{_suffix}", family="DALight3D", paper=PAPER, dims=(3,),
-                       build=_builder(**{_switch: False}), description=f"ablation: {_what}",
-                       paper_figures=ABLATION_FIGURES))
+                       build=_builder(**{_switch: False}), description=f"ablation: {_what}"))

@@ -3,7 +3,7 @@
 3D only. The plan's first four downsampling steps become the stem's and the three poolings' strides.
 """
 from nnunet_lightseg.architectures.lightmedseg import LightMedSeg
-from nnunet_lightseg.registry import ModelSpec, fit_strides, register
+from nnunet_lightseg.registry import ModelSpec, PaperFigures, fit_strides, register
 
 PAPER = "Tyagi, Rathi & Goyal, LightMedSeg, arXiv 2603.07228"
 NUM_STEPS = 4  # the stem and the three max-poolings
@@ -13,11 +13,13 @@ NUM_STEPS = 4  # the stem and the three max-poolings
 _INPUT = (4, 128, 128, 128)
 
 VARIANTS = {
-    # name: (constructor settings, paper's parameter count or None, description)
-    "LightMedSeg": ({}, 0.48e6, "GhostConv3D, K = 8 anchors (the paper's model)"),
-    "LightMedSeg_StandardConv": ({"ghost": False}, 0.66e6, "dense 3^3 convs instead of GhostConv3D"),
-    "LightMedSeg_K16": ({"num_anchors": 16}, 0.49e6, "K = 16 anchors"),
-    "LightMedSeg_K32": ({"num_anchors": 32}, 0.52e6, "K = 32 anchors"),
+    # name: (constructor settings, the paper's figures or None, description)
+    "LightMedSeg": ({}, PaperFigures(0.48e6, _INPUT, 4, gmac=14.64),
+                    "GhostConv3D, K = 8 anchors (the paper's model)"),
+    "LightMedSeg_StandardConv": ({"ghost": False}, PaperFigures(0.66e6, _INPUT, 4),
+                                 "dense 3^3 convs instead of GhostConv3D"),
+    "LightMedSeg_K16": ({"num_anchors": 16}, PaperFigures(0.49e6, _INPUT, 4), "K = 16 anchors"),
+    "LightMedSeg_K32": ({"num_anchors": 32}, PaperFigures(0.52e6, _INPUT, 4), "K = 32 anchors"),
     "LightMedSeg_noLSPM": ({"use_lspm": False}, None,
                            "ablation: no local structural prior module (encoder paths averaged)"),
     "LightMedSeg_noAnchors": ({"use_anchors": False}, None,
@@ -28,21 +30,12 @@ VARIANTS = {
 
 
 def _builder(settings):
-    def build(in_channels, num_classes, dim, plan_steps, deep_supervision):
-        return LightMedSeg(in_channels, num_classes, fit_strides(plan_steps, NUM_STEPS, dim),
-                           deep_supervision=deep_supervision, **settings)
+    def build(plan):
+        return LightMedSeg(plan.in_channels, plan.num_classes, fit_strides(plan, NUM_STEPS),
+                           deep_supervision=plan.deep_supervision, **settings)
     return build
 
 
-def _figures(name, params):
-    if params is None:
-        return {}
-    figures = {"params": params, "input": _INPUT, "classes": 4}
-    if name == "LightMedSeg":
-        figures["gmac"] = 14.64
-    return {"3d": figures}
-
-
-for _name, (_settings, _params, _description) in VARIANTS.items():
+for _name, (_settings, _figures, _description) in VARIANTS.items():
     register(ModelSpec(name=_name, family="LightMedSeg", paper=PAPER, dims=(3,), build=_builder(_settings),
-                       description=_description, paper_figures=_figures(_name, _params)))
+                       description=_description, paper_figures={3: _figures} if _figures else {}))

@@ -2,7 +2,7 @@
 from dynamic_network_architectures.building_blocks.helper import convert_dim_to_conv_op
 
 from nnunet_lightseg.architectures.ultralightunet import VARIANT_CHANNELS, UltraLightUNet
-from nnunet_lightseg.registry import ModelSpec, fit_strides, register
+from nnunet_lightseg.registry import ModelSpec, PaperFigures, fit_strides, register
 
 PAPER = "Rahman & Marculescu, UltraLightUNet, ICLR 2025 submission"
 NUM_STAGES = 5
@@ -19,17 +19,16 @@ PAPER_FIGURES = {
 
 
 def _builder(channels, use_mkira=True, use_gag=True):
-    def build(in_channels, num_classes, dim, plan_steps, deep_supervision):
-        return UltraLightUNet(in_channels, num_classes, channels, fit_strides(plan_steps, NUM_STAGES, dim),
-                              convert_dim_to_conv_op(dim), use_mkira=use_mkira, use_gag=use_gag,
-                              deep_supervision=deep_supervision)
+    def build(plan):
+        return UltraLightUNet(plan.in_channels, plan.num_classes, channels, fit_strides(plan, NUM_STAGES),
+                              convert_dim_to_conv_op(plan.dim), use_mkira=use_mkira, use_gag=use_gag,
+                              deep_supervision=plan.deep_supervision)
     return build
 
 
 def _figures(variant):
     p2, g2, p3, g3 = PAPER_FIGURES[variant]
-    return {"2d": {"params": p2, "gmac": g2, "input": (3, 256, 256), "classes": 1},
-            "3d": {"params": p3, "gmac": g3, "input": (1, 96, 96, 96), "classes": 1}}
+    return {2: PaperFigures(p2, (3, 256, 256), 1, g2), 3: PaperFigures(p3, (1, 96, 96, 96), 1, g3)}
 
 
 for _variant in VARIANT_CHANNELS:

@@ -5,35 +5,36 @@ first level takes the product of the plan's first two steps and the others its n
 (stride 1 where the plan has fewer steps). Every input channel is a modality with its own
 transformer stream. SDKT's reconstruction decoders are the trainer's (trainers/veloxseg.py).
 """
-from nnunet_lightseg.architectures.veloxseg import VeloxSeg
-from nnunet_lightseg.architectures.shapes import cumulative_strides
-from nnunet_lightseg.registry import ModelSpec, UnsupportedConfigurationError, fit_strides, register
+from typing import Optional
+
+from nnunet_lightseg.architectures.veloxseg import VeloxSeg, minimum_input_size
+from nnunet_lightseg.registry import ModelSpec, PaperFigures, Plan, fit_strides, register
 
 PAPER = "Lu et al., VeloxSeg, ICLR 2026 (arXiv 2509.22307)"
 
 
-def level_strides(plan_steps, dim: int = 3) -> list[tuple[int, ...]]:
-    """Four per-axis level strides from the plan's downsampling steps (None: the paper's 4, 2, 2, 2)."""
-    steps = fit_strides(plan_steps, 5, dim)
+def level_strides(plan: Plan) -> list[tuple[int, ...]]:
+    """Four per-axis level strides from the plan's downsampling steps (the paper's: 4, 2, 2, 2)."""
+    steps = fit_strides(plan, 5)
     return [tuple(a * b for a, b in zip(steps[0], steps[1]))] + steps[2:]
 
 
-def check_patch_size(patch_size, plan_steps) -> None:
-    """Raise UnsupportedConfigurationError unless the deepest level holds 2 voxels per axis."""
-    minimum = tuple(t + 1 for t in cumulative_strides(level_strides(plan_steps, len(patch_size)))[-1])
-    if any(p < m for p, m in zip(patch_size, minimum)):
-        raise UnsupportedConfigurationError(
-            f"VeloxSeg needs a patch of at least {minimum} voxels for the plan's strides {list(plan_steps)} "
-            f"(its deepest level must hold 2 voxels per axis for instance norm); the plan has {tuple(patch_size)}. "
-            f"Plan a larger patch or fewer downsampling steps.")
+def patch_requirement(plan: Plan) -> Optional[str]:
+    """Why the plan's patch is too small for the network's depth, or None."""
+    minimum = minimum_input_size(level_strides(plan))
+    if all(p >= m for p, m in zip(plan.patch_size, minimum)):
+        return None
+    return (f"the network needs a patch of at least {minimum} voxels for the plan's strides "
+            f"{[list(s) for s in plan.steps or ()]} (its deepest level must hold 2 voxels per axis for instance "
+            f"norm); the plan has {plan.patch_size}. Plan a larger patch or fewer downsampling steps.")
 
 
-def build(in_channels, num_classes, dim, plan_steps, deep_supervision):
-    return VeloxSeg(in_channels, num_classes, level_strides(plan_steps, dim), deep_supervision=deep_supervision)
+def build(plan):
+    return VeloxSeg(plan.in_channels, plan.num_classes, level_strides(plan), deep_supervision=plan.deep_supervision)
 
 
 register(ModelSpec(
-    name="VeloxSeg", family="VeloxSeg", paper=PAPER, dims=(3,), build=build,
+    name="VeloxSeg", family="VeloxSeg", paper=PAPER, dims=(3,), build=build, requirement=patch_requirement,
     description="dual-stream JLC + paired window attention, one transformer stream per input channel; "
                 "inference network (SDKT decoders are training-only)",
-    paper_figures={"3d": {"params": 1.66e6, "gmac": 1.79, "input": (2, 96, 96, 96), "classes": 2}}))
+    paper_figures={3: PaperFigures(1.66e6, (2, 96, 96, 96), 2, gmac=1.79)}))
