@@ -14,6 +14,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence
 
+from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
+
 FAMILY_MODULES = ("ultralightunet", "lightmedseg", "dalight3d", "veloxseg", "monai")
 TRAINER_PREFIX = "nnUNetTrainer"
 
@@ -104,8 +106,8 @@ class ModelSpec:
 
     @property
     def is_default(self) -> bool:
-        """A paper family's default variant: the spec named as its family (e.g. `LightMedSeg`)."""
-        return not self.baseline and self.name == self.family
+        """A paper family's default variant (nnunet_env.DEFAULT_MODELS), e.g. `LightMedSeg`."""
+        return self.name in DEFAULT_MODELS
 
     def check(self, plan: Plan) -> None:
         """Raise UnsupportedConfigurationError, with the one message every caller shows, unless
@@ -158,8 +160,8 @@ def paper_specs() -> list[ModelSpec]:
 
 
 def default_specs() -> list[ModelSpec]:
-    """Each paper family's default variant."""
-    return [spec for spec in all_specs() if spec.is_default]
+    """Each paper family's default variant, in nnunet_env.DEFAULT_MODELS order."""
+    return [get(name) for name in DEFAULT_MODELS]
 
 
 def get(name: str) -> ModelSpec:
