@@ -29,24 +29,6 @@ def count(module):
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("steps,size", [
-    (HIPPOCAMPUS, (20, 28, 20)),  # Hippocampus steps (a stride-1 fourth stage), odd patch
-    (ANISO, (13, 30, 22)),  # anisotropic, no axis divisible by the total stride
-    ([(2, 2, 2)] * 4, (16, 16, 16)),  # the paper's four 2x steps
-    ([(2, 2, 2)], (9, 11, 10)),  # a plan with a single step
-])
-def test_shapes_with_and_without_deep_supervision(steps, size):
-    net = build(steps=steps, ds=True).eval()
-    x = torch.randn(1, 1, *size)
-    with torch.no_grad():
-        outputs = net(x)
-        assert len(outputs) == len(net.output_strides) == 4 and net.output_strides[0] == (1, 1, 1)
-        for y, stride in zip(outputs, net.output_strides):
-            assert y.shape == (1, 3) + scaled_size(size, stride)
-        net.deep_supervision = False
-        assert net(x).shape == (1, 3) + size
-
-
 def test_output_strides_follow_the_plan():
     assert build(steps=ANISO).output_strides == [(1, 1, 1), (1, 2, 2), (2, 4, 4), (4, 8, 8)]
     assert build(steps=HIPPOCAMPUS).output_strides == [(1, 1, 1), (2, 2, 2), (4, 4, 4), (8, 8, 8)]

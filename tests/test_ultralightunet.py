@@ -11,23 +11,6 @@ def n_params(net):
     return sum(p.numel() for p in net.parameters())
 
 
-@pytest.mark.parametrize("steps, patch", [
-    ([(2, 2, 2)] * 3, (40, 56, 40)),              # Hippocampus 3d_fullres: three steps for five stages
-    ([(1, 2, 2), (2, 2, 2), (2, 2, 2)], (20, 28, 20)),  # anisotropic
-    ([(2, 2, 2)] * 5, (19, 29, 31)),              # not divisible by the total stride
-    ([(2, 2)] * 4, (56, 40)),                     # Hippocampus 2d
-])
-def test_shapes_with_and_without_deep_supervision(steps, patch):
-    net = registry.get("UltraLightUNet_T").create(registry.Plan(2, 3, patch, steps, deep_supervision=True))
-    x = torch.randn(2, 2, *patch)  # batch norm needs two values per channel at a 1-voxel bottleneck
-    outputs = net(x)
-    assert len(outputs) == len(net.output_strides) == 4
-    for out, stride in zip(outputs, net.output_strides):
-        assert out.shape == (2, 3, *[round(p / s) for p, s in zip(patch, stride)])
-    net.deep_supervision = False
-    assert net(x).shape == (2, 3, *patch)
-
-
 @pytest.mark.parametrize("name, has_cmfa, has_gag", [("UltraLightUNet_MKIROnly", False, False),
                                                      ("UltraLightUNet_MKIR_GAG", False, True),
                                                      ("UltraLightUNet_MKIR_MKIRA", True, False)])

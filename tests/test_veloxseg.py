@@ -30,24 +30,6 @@ def test_level_strides_from_the_plan():
     assert level_strides(plan(steps=[(2, 2, 2)] * 6)) == [(4, 4, 4)] + [(2, 2, 2)] * 3
 
 
-@pytest.mark.parametrize("modalities,steps,size", [
-    (1, ISO, (20, 28, 20)),      # odd patch, not divisible by the total stride
-    (2, ANISO, (12, 36, 20)),    # anisotropic steps, thin axis
-    (4, ISO, (16, 16, 16)),
-    (2, None, (40, 36, 33)),     # the paper's strides (4, 2, 2, 2)
-])
-def test_shapes_with_and_without_deep_supervision(modalities, steps, size):
-    net = build(modalities, 3, steps, ds=True).eval()
-    x = torch.randn(1, modalities, *size)
-    with torch.no_grad():
-        outputs = net(x)
-        assert len(outputs) == len(net.output_strides) == 4 and net.output_strides[0] == (1, 1, 1)
-        for y, stride in zip(outputs, net.output_strides):
-            assert y.shape == (1, 3) + scaled_size(size, stride)
-        net.deep_supervision = False
-        assert net(x).shape == (1, 3) + size
-
-
 def test_window_scales_follow_the_feature_map():
     assert window_pool_factors((24, 24, 24), 3, 8) == [(1,) * 3, (2,) * 3, (4,) * 3, (8,) * 3]
     assert window_pool_factors((3, 3, 3), 3, 8) == [(1, 1, 1)]
