@@ -1,4 +1,5 @@
 """The measurement modules behind docs/performance.md time what their tables say they time."""
+import pytest
 import torch
 
 from nnunet_lightseg import registry
@@ -33,3 +34,20 @@ def test_timed_runs_interleave_rounds_after_the_warm_up():
     assert order == ["zero a", "a", "zero b", "b"] * 5
     assert [len(t) for t in times.values()] == [3, 3] and all(s >= 0 for t in times.values() for s in t)
     assert median_seconds(lambda: None, repeats=1, warmup=0) >= 0
+
+
+@pytest.mark.integration
+def test_learning_probe_reports_loss_dice_and_movement(demo_nnunet, monkeypatch, capsys):
+    from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID
+    from nnunet_lightseg.measure import learning_probe
+
+    env, _ = demo_nnunet
+    monkeypatch.setenv("nnUNet_preprocessed", env["nnUNet_preprocessed"])
+    monkeypatch.setenv("nnUNet_results", env["nnUNet_results"])
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    learning_probe.main(["-d", str(DEFAULT_DATASET_ID), "-tr", "nnUNetTrainerUltraLightUNet_T", "--steps", "10",
+                         "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "step 10: loss" in out and "foreground" in out
+    moved = dict(item.split("=") for item in out.split("moved: ")[1].split())
+    assert float(moved["head"]) > 0 and "encoder.4" in moved

@@ -5,6 +5,10 @@
 - `training_layout`: CPU training step, default against channels-last layout (docs/performance.md)
 - `lightmedseg_stability`: LightMedSeg under nnU-Net's recipe on a synthetic task
   (docs/architectures/lightmedseg.md)
+- `gradient_flow`: how far nnU-Net's loss gradient reaches into each network at initialisation
+  (docs/training.md; the registry contract test's gradient check)
+- `learning_probe`: a short in-process training run on a preprocessed dataset with loss, Dice,
+  foreground fraction and per-module weight movement (docs/training.md)
 
 They run the paper models' default variants (`nnunet_env.DEFAULT_MODELS`) unless given `--models`.
 """
