@@ -46,7 +46,7 @@ def outputs_of(net, x):
 # does not divide, fewer steps than the network has stages, the paper's own steps.
 ODD_PLANS = {
     3: [(((2, 2, 2),) * 3, (20, 28, 20)), (((1, 2, 2), (2, 2, 2), (2, 2, 2)), (13, 30, 22)),
-        (((2, 2, 2),) * 4, (16, 16, 16)), (((2, 2, 2),), (9, 11, 10)), (((1, 2, 2), (1, 2, 2)), (5, 13, 11)),
+        (((2, 2, 2),) * 4, (17, 18, 17)), (((2, 2, 2),), (9, 11, 10)), (((1, 2, 2), (1, 2, 2)), (5, 13, 11)),
         ((), (6, 7, 5))],
     2: [(((2, 2),) * 4, (56, 40)), (((2, 2),) * 5, (29, 31))],
 }
@@ -58,10 +58,6 @@ SHAPE_CASES = [pytest.param(name, dim, steps, patch, id=f"{name}-{'x'.join(map(s
 @pytest.mark.parametrize("name, dim, steps, patch", SHAPE_CASES)
 def test_output_shapes_with_and_without_deep_supervision(name, dim, steps, patch):
     spec = registry.get(name)
-    try:
-        spec.check(registry.Plan(2, 3, patch, steps))
-    except registry.UnsupportedConfigurationError as error:
-        pytest.skip(str(error))  # e.g. VeloxSeg needs 2 voxels per axis at its deepest level
     torch.manual_seed(0)
     net = spec.create(registry.Plan(2, 3, patch, steps, deep_supervision=True)).eval()
     x = torch.randn(1, 2, *patch)

@@ -25,7 +25,6 @@ for _info in pkgutil.iter_modules(__path__):
 __all__.sort()
 
 
-
 def with_schedule(base: type, schedule: Schedule) -> type:
     """`base` on `schedule`, named by `schedules.scheduled_name`; the same class object every time
     (pickling and resuming rely on it). The name's epochs and iterations win over the deprecated
