@@ -11,6 +11,9 @@ A short schedule is part of the trainer name (`<trainer>_<E>epochs_<I>iters`, `s
 fold trained on another schedule lives in another folder and is never taken for this one's.
 nnU-Net's default runs as `nnUNetTrainerBaseline` on short schedules (trainers/nnunet_baselines.py).
 A failing trainer is recorded (state file and report) and the others go on.
+The output folder is claimed through `output_folder` (our marker; a folder of someone else's is
+refused unless `force`, which moves its files aside), and the state file is written atomically
+and validated when read.
 """
 from __future__ import annotations
 
@@ -20,10 +23,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from nnunet_lightseg import plan_profile, report
+from nnunet_lightseg import output_folder, plan_profile, report
 from nnunet_lightseg.baselines import PLANNERS, REFERENCE, SCHEDULABLE_REFERENCE, Entry, parse_entry
 from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID, DEFAULT_DATASET_NAME, DemoSettings, write_dataset
-from nnunet_lightseg.errors import LightSegError, StepFailed, UsageError
+from nnunet_lightseg.errors import LightSegError, StateFileError, StepFailed, UsageError
 from nnunet_lightseg.nnunet_env import (AUGMENTATION_WORKERS, DEFAULT_TRAINERS, PREPROCESSED, RAW, RESULTS,
                                         dataset_name, private_environment, require_folders, run_logged)
 from nnunet_lightseg.schedules import DEPRECATED_VARIABLES, Schedule, scheduled_name, split
@@ -49,6 +52,7 @@ class BenchmarkConfig:
     predictor: bool = False  # time nnUNetPredictor end to end in the profile
     profile: bool = True
     surface: bool = True  # HD95 and NSD in the report
+    force: bool = False  # move the files of an output folder that is not ours aside instead of refusing
 
     def __post_init__(self):
         if self.dataset is not None and self.configuration is None:
@@ -143,10 +147,7 @@ def train_all(dataset: str, configuration: str, entries: list[Entry], folds: lis
     log_path = os.path.join(output, "benchmark.log")
     results = os.path.join(env[RESULTS], dataset)
     state_path = os.path.join(output, STATE_FILE)
-    state = {}
-    if os.path.isfile(state_path):
-        with open(state_path) as f:
-            state = json.load(f)
+    state = load_state(state_path)
     progress = Progress(len(entries) * len(folds), say)
     errors = {}
     for entry in entries:
@@ -178,11 +179,30 @@ def train_all(dataset: str, configuration: str, entries: list[Entry], folds: lis
                 continue
             state[f"{entry.name}/fold_{fold}"] = {"seconds": time.time() - started, **record}
             progress.step(f"{entry.name} fold {fold}: done in {time.time() - started:.0f} s", time.time() - started)
-        with open(state_path, "w") as f:
-            json.dump(state, f, indent=2)
-    with open(state_path, "w") as f:
-        json.dump(state, f, indent=2)
+        save_state(state_path, state)
+    save_state(state_path, state)
     return errors
+
+
+def load_state(path: str) -> dict[str, dict]:
+    """The state file's records ({} when there is none); StateFileError when it is not valid JSON
+    or not an object of objects."""
+    if not os.path.isfile(path):
+        return {}
+    advice = "rename or remove it to start a new record (finished folds are still skipped)."
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise StateFileError(f"{path} is not valid JSON ({error}): {advice}") from None
+    if not isinstance(state, dict) or not all(isinstance(record, dict) for record in state.values()):
+        raise StateFileError(f"{path} is not a benchmark state (an object of records per trainer and fold): {advice}")
+    return state
+
+
+def save_state(path: str, state: dict[str, dict]) -> None:
+    """Write the state file atomically (a crash leaves the previous one whole)."""
+    output_folder.write_atomically(path, json.dumps(state, indent=2))
 
 
 def run_benchmark(config: BenchmarkConfig, runner: Runner = run_logged, say=print) -> BenchmarkResult:
@@ -192,14 +212,18 @@ def run_benchmark(config: BenchmarkConfig, runner: Runner = run_logged, say=prin
     schedule = config.schedule
     entries = [scheduled(parse_entry(t), schedule) for t in (config.trainers or (REFERENCE, *DEFAULT_TRAINERS))]
     if config.dataset is None:
-        env = private_environment(output)
-        write_dataset(env[RAW], DemoSettings())
         dataset, configuration = f"Dataset{DEFAULT_DATASET_ID:03d}_{DEFAULT_DATASET_NAME}", "3d_fullres"
     else:
         require_folders()
-        env = dict(os.environ)
         dataset, configuration = dataset_name(config.dataset), config.configuration
-    os.makedirs(output, exist_ok=True)
+    moved = output_folder.claim(output, config.force)  # before anything is written into it
+    if moved:
+        say(f"--force: moved what {output} held into {moved}")
+    if config.dataset is None:
+        env = private_environment(output)
+        write_dataset(env[RAW], DemoSettings())
+    else:
+        env = dict(os.environ)
     for variable in DEPRECATED_VARIABLES:  # the trainer names carry the schedule
         env.pop(variable, None)
     env.setdefault(AUGMENTATION_WORKERS, "1" if config.device == "cpu" else "4")
@@ -221,11 +245,14 @@ def run_benchmark(config: BenchmarkConfig, runner: Runner = run_logged, say=prin
     try:
         built = report.build(os.path.join(env[RESULTS], dataset), configuration, profile=profile,
                              errors=result.failures, surface=config.surface)
-        result.report_files = report.write(built, os.path.join(output, "report"), f"{dataset} {configuration}")
+        report_folder = os.path.join(output, "report")
+        output_folder.claim(report_folder)
+        result.report_files = report.write(built, report_folder, f"{dataset} {configuration}")
         say(built["summary"].to_string(index=False))
         say(f"report: {result.report_files[-1]}")
     except LightSegError as error:
         say(f"report failed: {error}")
-    for name, error in result.failures.items():
-        say(f"FAILED {name}: {error}")
+    finally:  # the failures are shown even when the report stops on a bug
+        for name, error in result.failures.items():
+            say(f"FAILED {name}: {error}")
     return result

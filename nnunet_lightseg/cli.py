@@ -11,9 +11,12 @@ import sys
 
 from nnunet_lightseg.errors import LightSegError, UsageError
 from nnunet_lightseg.nnunet_env import DEFAULT_TRAINERS
+from nnunet_lightseg.output_folder import ASIDE_PREFIX
 
 EXIT_FAILED = 1  # a run failed (a trainer, a stock command, a profile or report that could not be made)
 EXIT_USAGE = 2  # the request cannot work as given (as argparse's own errors)
+FORCE_HELP = ("use an --output folder that nnunet-lightseg did not make: its files are moved, not deleted, into "
+              f"<output>/{ASIDE_PREFIX}<time>/")
 
 
 def _say(line: str) -> None:
@@ -118,7 +121,7 @@ def command_report(args) -> int:
 
     config = report.ReportConfig(args.dataset, args.configuration, reference=args.reference,
                                  profile_path=args.profile, surface=not args.no_surface,
-                                 nsd_tolerance_mm=args.nsd_tolerance, output=args.output)
+                                 nsd_tolerance_mm=args.nsd_tolerance, output=args.output, force=args.force)
     built, written = report.make_report(config)
     print(built["summary"].to_string(index=False))
     print("\n".join(["", *built["notes"], "", "written:", *written]))
@@ -131,7 +134,7 @@ def command_benchmark(args) -> int:
     config = BenchmarkConfig(output=args.output, dataset=args.dataset, configuration=args.configuration,
                              trainers=tuple(args.trainers or ()), folds=tuple(args.folds), epochs=args.epochs,
                              iterations=args.iterations, device=args.device, predictor=args.predictor,
-                             profile=not args.no_profile, surface=not args.no_surface)
+                             profile=not args.no_profile, surface=not args.no_surface, force=args.force)
     result = run_benchmark(config, say=_say)
     return EXIT_FAILED if result.failures else 0
 
@@ -186,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-surface", action="store_true", help="skip HD95 and NSD (they read every prediction)")
     p.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
     p.add_argument("--output", help="report folder (default ./lightseg-report-<dataset>-<C>)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=command_report)
 
     p = commands.add_parser(
@@ -204,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--no-surface", action="store_true", help="skip HD95 and NSD in the report")
     p.add_argument("--output", default="lightseg-benchmark", help="working folder (default ./lightseg-benchmark)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=command_benchmark)
 
     p = commands.add_parser("demo", help="generate demo data, plan, train a short CPU schedule, predict, evaluate")

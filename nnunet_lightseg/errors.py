@@ -45,3 +45,11 @@ class ProfileError(LightSegError):
 
 class ReportError(LightSegError):
     """Nothing to report, or a reference or file that is not there."""
+
+
+class OutputFolderError(UsageError):
+    """An output folder holds files that are not ours (or is not a folder): refused, nothing touched."""
+
+
+class StateFileError(LightSegError):
+    """A state file of ours that is not valid JSON or not of the expected shape."""

@@ -13,7 +13,10 @@ every `<trainer>__<plans>__<C>` folder under nnUNet_results/<dataset>, and the p
   box plots (`plots`).
 
 `make_report(ReportConfig)` is the `report` command; `build` and `write` are its two halves (the
-benchmark calls them with the results it has).
+benchmark calls them with the results it has). The output folder is claimed through
+`output_folder`: a folder that is not ours is refused (or, with `force`, its files moved aside).
+A results folder with no finished fold (a trainer that failed at start-up, or still training) is
+a row saying so.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from nnunet_lightseg import plots, stats
+from nnunet_lightseg import output_folder, plots, stats
 from nnunet_lightseg import surface as surface_metrics
 from nnunet_lightseg.baselines import DEFAULT_PLANS, Entry, network_trainer
 from nnunet_lightseg.errors import ReportError, UsageError
@@ -49,6 +52,7 @@ class ReportConfig:
     surface: bool = True  # HD95 and NSD
     nsd_tolerance_mm: float = 1.0
     output: str | None = None  # default: ./lightseg-report-<dataset>-<C>
+    force: bool = False  # move the files of an output folder that is not ours aside instead of refusing
 
     def __post_init__(self):
         if not self.nsd_tolerance_mm > 0:
@@ -58,6 +62,8 @@ class ReportConfig:
 def make_report(config: ReportConfig) -> tuple[dict, list[str]]:
     """Build and write the report of a dataset's results folder; returns (`build`'s tables, files written)."""
     folder = results_folder(config.dataset)
+    output = config.output or f"lightseg-report-{os.path.basename(folder)}-{config.configuration}"
+    output_folder.check(output, config.force)  # refuse before the work; claimed once there is a report
     profile_path = config.profile_path or os.path.join(folder, f"lightseg_profile_{config.configuration}.json")
     profile = None
     if os.path.isfile(profile_path):
@@ -66,9 +72,11 @@ def make_report(config: ReportConfig) -> tuple[dict, list[str]]:
         raise ReportError(f"--profile {config.profile_path} does not exist; run nnunet-lightseg profile first.")
     built = build(folder, config.configuration, reference=config.reference, profile=profile, surface=config.surface,
                   tolerance_mm=config.nsd_tolerance_mm)
-    name = os.path.basename(folder)
-    output = config.output or f"lightseg-report-{name}-{config.configuration}"
-    return built, write(built, output, f"{name} {config.configuration}")
+    moved = output_folder.claim(output, config.force)
+    written = write(built, output, f"{os.path.basename(folder)} {config.configuration}")
+    if moved:
+        built["notes"].append(f"--force: moved what {output} held into {moved}.")
+    return built, written
 
 
 @dataclass
@@ -150,7 +158,8 @@ def fold_means(cases: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 def summary_table(runs: list[Run], cases: pd.DataFrame, metrics: list[str], profile: dict | None) -> pd.DataFrame:
     """One row per model: folds, per-class metrics and their foreground mean as mean ± std over folds."""
-    per_fold = fold_means(cases, metrics) if len(cases) else pd.DataFrame(columns=["model", "fold", "label"])
+    per_fold = fold_means(cases, metrics) if len(cases) else pd.DataFrame(columns=["model", "fold", "label",
+                                                                                 *metrics])
     rows = []
     for run in runs:
         row = {"model": run.name, "folds": ",".join(str(f) for f in sorted(run.folds)) or "-"}

@@ -4,9 +4,10 @@ import os
 
 import pytest
 
-from nnunet_lightseg import benchmark
+from nnunet_lightseg import benchmark, output_folder
 from nnunet_lightseg.baselines import Entry
-from nnunet_lightseg.errors import StepFailed, UsageError
+from nnunet_lightseg.cli import main
+from nnunet_lightseg.errors import StateFileError, StepFailed, UsageError
 from nnunet_lightseg.nnunet_env import run_logged
 from nnunet_lightseg.schedules import Schedule
 
@@ -172,3 +173,82 @@ def test_a_command_is_echoed_line_by_line_and_stopped_at_its_timeout(tmp_path):
     assert lines == ["one", "two"] and "$ " in open(log).read()
     with pytest.raises(StepFailed, match="stopped after 0.5 s"):
         run_logged(["python", "-c", "import time; time.sleep(30)"], dict(os.environ), log, timeout=0.5)
+
+
+USER_FILES = {"report/report.md": b"# my own report\n", "profile.json": b'{"mine": true}', "benchmark.log": b"my log\n",
+              benchmark.STATE_FILE: b'{"my": "state"}'}
+
+
+def write_user_files(folder):
+    for name, content in USER_FILES.items():
+        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(content)
+
+
+def read_files(folder):
+    return {name: open(os.path.join(folder, name), "rb").read() for name in USER_FILES}
+
+
+def test_an_output_folder_that_is_not_ours_is_refused_and_left_as_it_was(tmp_path, user_dataset, capsys):
+    folder = str(tmp_path / "bench")
+    write_user_files(folder)
+    status = main(["benchmark", "-d", DATASET, "-c", CONFIGURATION, "--output", folder, "--no-profile"])
+    error = capsys.readouterr().err
+    assert status == 2 and "did not write" in error and "--force" in error
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
+    assert read_files(folder) == USER_FILES and not os.path.exists(os.path.join(folder, output_folder.MARKER))
+
+
+def test_force_moves_the_files_aside_and_the_benchmark_runs(tmp_path, user_dataset):
+    folder = str(tmp_path / "bench")
+    write_user_files(folder)
+    lines = []
+    result = benchmark.run_benchmark(arguments(tmp_path, force=True), runner=FakeRunner(user_dataset),
+                                     say=lines.append)
+    assert not result.failures
+    [aside] = [name for name in os.listdir(folder) if name.startswith(output_folder.ASIDE_PREFIX)]
+    assert read_files(os.path.join(folder, aside)) == USER_FILES  # moved, byte-identical
+    assert any(f"moved what {folder} held into" in line for line in lines)
+    assert output_folder.is_ours(folder) and "my" not in json.load(open(os.path.join(folder, benchmark.STATE_FILE)))
+    assert open(os.path.join(folder, "report", "report.md"), "rb").read() != USER_FILES["report/report.md"]
+
+
+@pytest.mark.parametrize("content, problem", [("{not json", "is not valid JSON"),
+                                              ('["a", "list"]', "is not a benchmark state"),
+                                              ('{"x/fold_0": 3}', "is not a benchmark state")])
+def test_a_corrupt_state_file_is_a_clear_error(tmp_path, user_dataset, capsys, content, problem):
+    folder = tmp_path / "bench"
+    output_folder.claim(str(folder))
+    (folder / benchmark.STATE_FILE).write_text(content)
+    with pytest.raises(StateFileError, match=problem):
+        benchmark.run_benchmark(arguments(tmp_path), runner=FakeRunner(user_dataset), say=lambda line: None)
+    assert main(["benchmark", "-d", DATASET, "-c", CONFIGURATION, "--output", str(folder), "--no-profile"]) == 1
+    error = capsys.readouterr().err
+    assert problem in error and len(error.strip().splitlines()) == 1 and "Traceback" not in error
+    assert (folder / benchmark.STATE_FILE).read_text() == content  # left for the user to look at
+
+
+def test_the_state_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = str(tmp_path / benchmark.STATE_FILE)
+    benchmark.save_state(path, {"a/fold_0": {"seconds": 1.0}})
+    monkeypatch.setattr(os, "replace", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        benchmark.save_state(path, {"a/fold_0": {"seconds": 2.0}})
+    assert benchmark.load_state(path) == {"a/fold_0": {"seconds": 1.0}}
+    assert os.listdir(tmp_path) == [benchmark.STATE_FILE]  # no temporary file left behind
+
+
+def test_when_every_trainer_fails_the_benchmark_ends_with_its_failed_summary(tmp_path, user_dataset):
+    trainers = ("nnUNetTrainerBaseline_2epochs_3iters", "nnUNetTrainerVeloxSeg_2epochs_3iters")
+    started = os.path.join(user_dataset["nnUNet_results"], DATASET, f"{trainers[1]}__nnUNetPlans__{CONFIGURATION}",
+                           "fold_0")
+    os.makedirs(started)  # a trainer that failed at start-up leaves an empty fold folder
+    lines = []
+    result = benchmark.run_benchmark(arguments(tmp_path), runner=FakeRunner(user_dataset, fail=trainers),
+                                     say=lines.append)
+    assert sorted(result.failures) == sorted(trainers)
+    assert [line.split(":")[0] for line in lines[-2:]] == [f"FAILED {name}" for name in trainers]
+    assert result.report_files and not any(line.startswith("report failed") for line in lines)
+    table = open(tmp_path / "bench" / "report" / "report.csv").read()
+    assert all(name in table for name in trainers) and "exited 1" in table

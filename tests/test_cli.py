@@ -1,12 +1,14 @@
 import ast
 import importlib.util
 import json
+import os
 import pkgutil
 import sys
 
 import pytest
 
-from nnunet_lightseg import registry
+from nnunet_lightseg import output_folder, registry
+from nnunet_lightseg.errors import OutputFolderError
 from nnunet_lightseg.cli import main
 
 
@@ -85,7 +87,7 @@ def test_the_package_has_no_import_cycles():
 
 
 def test_the_leaf_modules_import_only_the_standard_library():
-    leaves = ("errors", "schedules", "nnunet_env")
+    leaves = ("errors", "schedules", "nnunet_env", "output_folder")
     for leaf in leaves:
         path = _package_modules()[f"nnunet_lightseg.{leaf}"]
         top = {node.module if isinstance(node, ast.ImportFrom) else alias.name
@@ -93,3 +95,23 @@ def test_the_leaf_modules_import_only_the_standard_library():
                for alias in getattr(node, "names", [])}
         third_party = {m for m in top if m.split(".")[0] not in sys.stdlib_module_names and m != "__future__"}
         assert third_party <= {f"nnunet_lightseg.{other}" for other in leaves}, (leaf, third_party)
+
+
+def test_output_folders_are_claimed_only_when_new_empty_or_ours(tmp_path):
+    new, empty, ours, theirs = (str(tmp_path / name) for name in ("new", "empty", "ours", "theirs"))
+    assert output_folder.claim(new) is None and output_folder.is_ours(new)
+    os.mkdir(empty)
+    assert output_folder.claim(empty) is None and os.listdir(empty) == [output_folder.MARKER]
+    output_folder.claim(ours)
+    open(os.path.join(ours, "result.txt"), "w").write("ours")
+    assert output_folder.claim(ours) is None and open(os.path.join(ours, "result.txt")).read() == "ours"
+    os.mkdir(theirs)
+    open(os.path.join(theirs, "data.txt"), "w").write("theirs")
+    with pytest.raises(OutputFolderError, match=r"did not write \(data.txt\).*--force"):
+        output_folder.claim(theirs)
+    assert os.listdir(theirs) == ["data.txt"]
+    with pytest.raises(OutputFolderError, match="is a file"):
+        output_folder.claim(os.path.join(theirs, "data.txt"), force=True)
+    aside = output_folder.claim(theirs, force=True)
+    assert os.path.dirname(aside) == theirs and os.listdir(aside) == ["data.txt"]
+    assert open(os.path.join(aside, "data.txt")).read() == "theirs"

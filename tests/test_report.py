@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 
-from nnunet_lightseg import report, stats
+from nnunet_lightseg import output_folder, report, stats
 from nnunet_lightseg.cli import main
 
 CONFIGURATION = "3d_fullres"
@@ -178,3 +178,38 @@ def test_report_config_reads_the_profile_beside_the_results(results, tmp_path, m
     assert str(tmp_path / "out" / "report.html") in written
     with pytest.raises(report.ReportError, match="does not exist"):
         report.make_report(report.ReportConfig("Dataset999_Tiny", CONFIGURATION, profile_path=str(tmp_path / "no")))
+
+
+def test_a_results_folder_without_a_finished_fold_is_a_row(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    dataset = tmp_path / "Dataset999_Tiny"
+    (dataset / f"nnUNetTrainerVeloxSeg__nnUNetPlans__{CONFIGURATION}" / "fold_0").mkdir(parents=True)  # failed
+    training = dataset / f"nnUNetTrainer__nnUNetPlans__{CONFIGURATION}" / "fold_0"
+    training.mkdir(parents=True)
+    (training / "checkpoint_latest.pth").touch()  # still training
+    assert main(["report", "-d", "Dataset999_Tiny", "-c", CONFIGURATION, "--output", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.out.count("no finished fold") == 2
+    table = pd.read_csv(tmp_path / "out" / "report.csv").set_index("model")
+    assert list(table["error"]) == ["no finished fold"] * 2 and list(table["Dice mean"]) == ["-"] * 2
+
+
+def test_report_refuses_an_output_folder_that_is_not_ours_and_force_moves_it_aside(results, tmp_path, monkeypatch,
+                                                                                    capsys):
+    monkeypatch.setenv("nnUNet_results", os.path.dirname(results))
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = b"# my notes, not a report\n"
+    (out / "report.md").write_bytes(mine)
+    command = ["report", "-d", "Dataset999_Tiny", "-c", CONFIGURATION, "--no-surface", "--output", str(out)]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert "did not write" in error and "--force" in error and len(error.strip().splitlines()) == 1
+    assert os.listdir(out) == ["report.md"] and (out / "report.md").read_bytes() == mine
+
+    assert main(command + ["--force"]) == 0
+    [aside] = [p for p in out.iterdir() if p.name.startswith(output_folder.ASIDE_PREFIX)]
+    assert (aside / "report.md").read_bytes() == mine and output_folder.is_ours(str(out))
+    assert (out / "report.md").read_bytes() != mine and f"moved what {out} held" in capsys.readouterr().out
+    assert main(command) == 0  # ours now: rewritten without --force
+    assert len([p for p in out.iterdir() if p.name.startswith(output_folder.ASIDE_PREFIX)]) == 1
