@@ -28,8 +28,8 @@ PAPER_COUNT_CASES = [case for case in CASES if case.values[1] in registry.get(ca
 MIN_DEPTH_RATIO = 0.2
 
 
-def plan(dim, deep_supervision, batch_channels=2, classes=3):
-    return registry.Plan(batch_channels, classes, PATCH[dim], STEPS[dim], deep_supervision)
+def plan(dim, deep_supervision, in_channels=2, classes=3):
+    return registry.Plan(in_channels, classes, PATCH[dim], STEPS[dim], deep_supervision)
 
 
 def build(name, dim, deep_supervision):

@@ -19,7 +19,6 @@ docs/training.md's table of initialisation figures.
 from __future__ import annotations
 
 import statistics
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -141,7 +140,7 @@ def table(dims=(3, 2)) -> list[tuple[str, int, GradientFlow]]:
     return rows
 
 
-def main(argv: list[str]) -> None:
+def main() -> None:
     torch.set_num_threads(1)
     print("| network | dims | depth_ratio | relative_update |\n|---|---|---|---|")
     for name, dim, flow in table():
@@ -149,4 +148,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -12,12 +12,10 @@ import time
 
 import numpy as np
 import torch
-from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
 from nnunet_lightseg import registry
 from nnunet_lightseg.architectures.shapes import scaled_size
+from nnunet_lightseg.measure.gradient_flow import nnunet_loss
 
 
 def sample(n, size):
@@ -36,9 +34,7 @@ def nnunet_recipe_losses(net: torch.nn.Module, batches) -> list[float]:
     """Train `net` (deep supervision on) on `batches` of (image, label) with nnU-Net's recipe: SGD lr 1e-2,
     Nesterov momentum 0.99, weight decay 3e-5, gradient clipping at 12, deep-supervised Dice + CE with
     nnU-Net's loss weights. Returns the loss of every step."""
-    loss_fn = DeepSupervisionWrapper(
-        DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
-                       weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss), [4 / 7, 2 / 7, 1 / 7, 0])
+    loss_fn = nnunet_loss(len(net.output_strides))
     optimizer = torch.optim.SGD(net.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
     losses = []
     for x, y in batches:
