@@ -8,6 +8,7 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_lightseg import registry, trainers
+from nnunet_lightseg.errors import UsageError
 from nnunet_lightseg.schedules import ITERATIONS_VARIABLE, Schedule, scheduled_name, split
 from nnunet_lightseg.trainers.base import LightSegTrainer, _positive_int_from_env
 from nnunet_lightseg.trainers.recipes import WarmupCosineLRScheduler
@@ -109,12 +110,32 @@ def test_every_trainer_names_a_registered_model():
 
 def test_iteration_variables_are_validated(monkeypatch):
     monkeypatch.setenv("NNUNET_LIGHTSEG_ITERATIONS", "abc")
-    with pytest.raises(ValueError, match="positive whole number"):
-        _positive_int_from_env("NNUNET_LIGHTSEG_ITERATIONS", 250)
+    with pytest.raises(UsageError, match="positive whole number"):
+        _positive_int_from_env("NNUNET_LIGHTSEG_ITERATIONS")
     monkeypatch.setenv("NNUNET_LIGHTSEG_ITERATIONS", "7")
-    assert _positive_int_from_env("NNUNET_LIGHTSEG_ITERATIONS", 250) == 7
+    assert _positive_int_from_env("NNUNET_LIGHTSEG_ITERATIONS") == 7
     monkeypatch.delenv("NNUNET_LIGHTSEG_ITERATIONS")
-    assert _positive_int_from_env("NNUNET_LIGHTSEG_ITERATIONS", 250) == 250
+    assert _positive_int_from_env("NNUNET_LIGHTSEG_ITERATIONS") is None
+
+
+@pytest.mark.parametrize("case", ["3d-only trainer on 2d", "bad iterations variable"])
+def test_start_up_errors_come_before_nnunet_makes_the_fold_folder(case, monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    dataset_json = {"channel_names": {"0": "x"}, "labels": {"background": 0, "a": 1}, "numTraining": 1,
+                    "file_ending": ".nii.gz"}
+    if case == "bad iterations variable":
+        monkeypatch.setenv(ITERATIONS_VARIABLE, "0")
+        trainer, plans, error = trainers.nnUNetTrainerUltraLightUNet_T, plans_dict((16, 16, 16), [[2, 2, 2]] * 2), \
+            UsageError
+    else:
+        three_d_only = next(s for s in registry.all_specs() if s.dims == (3,))
+        trainer = next(getattr(trainers, n) for n in trainers.__all__
+                       if getattr(getattr(trainers, n), "model_name", "") == three_d_only.name)
+        plans, error = plans_dict((56, 40), [[2, 2]] * 3), registry.UnsupportedConfigurationError
+    with pytest.raises(error):
+        trainer({**plans, "continue_training": False}, "c", 0, dataset_json, torch.device("cpu"))
+    assert not (tmp_path / "results").exists()
 
 
 def test_warmup_cosine_schedule():

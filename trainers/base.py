@@ -21,21 +21,22 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_lightseg import registry
 from nnunet_lightseg.architectures.fast_inference import apply_training_memory_format
+from nnunet_lightseg.errors import UsageError
 from nnunet_lightseg.schedules import ITERATIONS_VARIABLE, VAL_ITERATIONS_VARIABLE
 
 
-def _positive_int_from_env(variable: str, default: int) -> int:
-    """A deprecated iteration variable (schedules.ITERATIONS_VARIABLE, ...) if set, else `default`."""
+def _positive_int_from_env(variable: str) -> int | None:
+    """A deprecated iteration variable (schedules.ITERATIONS_VARIABLE, ...) as a number; None when unset."""
     value = os.environ.get(variable)
     if value is None or value == "":
-        return default
+        return None
     try:
         number = int(value)
     except ValueError:
         number = 0
     if number < 1:
-        raise ValueError(f"{variable}={value!r} is not a positive whole number. Set it to, e.g., 5, or unset it "
-                         f"for nnU-Net's default of {default} iterations per epoch.")
+        raise UsageError(f"{variable}={value!r} is not a positive whole number: set it to, e.g., 5, or unset it "
+                         f"and name the schedule instead (<trainer>_<E>epochs_<I>iters, docs/training.md).")
     return number
 
 
@@ -56,10 +57,11 @@ class IterationsFromEnvironment:
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        # Read (and refused when malformed) before nnU-Net makes the fold folder and its log.
+        iterations, val_iterations = map(_positive_int_from_env, (ITERATIONS_VARIABLE, VAL_ITERATIONS_VARIABLE))
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_iterations_per_epoch = _positive_int_from_env(ITERATIONS_VARIABLE, self.num_iterations_per_epoch)
-        self.num_val_iterations_per_epoch = _positive_int_from_env(VAL_ITERATIONS_VARIABLE,
-                                                                   self.num_val_iterations_per_epoch)
+        self.num_iterations_per_epoch = iterations or self.num_iterations_per_epoch
+        self.num_val_iterations_per_epoch = val_iterations or self.num_val_iterations_per_epoch
 
 
 class LightSegTrainer(IterationsFromEnvironment, nnUNetTrainer):
@@ -73,9 +75,9 @@ class LightSegTrainer(IterationsFromEnvironment, nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        # Fail now, before nnU-Net makes the fold folder and its log, if the network cannot serve this configuration.
+        self.check_configuration(PlansManager(plans).get_configuration(configuration))
         super().__init__(plans, configuration, fold, dataset_json, device)
-        # Fail now, before any data is loaded, if the network cannot serve this configuration.
-        self.check_configuration(self.configuration_manager)
         if not self.model_spec().deep_supervision:
             self.enable_deep_supervision = False
 
