@@ -10,7 +10,9 @@ validation/summary.json is finished and skipped, so running the same command aga
 A short schedule is part of the trainer name (`<trainer>_<E>epochs_<I>iters`, `schedules`), so a
 fold trained on another schedule lives in another folder and is never taken for this one's.
 nnU-Net's default runs as `nnUNetTrainerBaseline` on short schedules (trainers/nnunet_baselines.py).
-A failing trainer is recorded (state file and report) and the others go on.
+A failing trainer is recorded (state file and report) and the others go on. SIGINT (Ctrl-C) and
+SIGTERM stop the benchmark with `BenchmarkInterrupted`: the fold it was training is recorded as
+interrupted and resumes from its last checkpoint when the same command runs again.
 The output folder is claimed through `output_folder` (our marker; a folder of someone else's is
 refused unless `force`, which moves its files aside), and the state file is written atomically
 and validated when read.
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -35,6 +39,34 @@ STATE_FILE = "benchmark_state.json"
 DEMO_SCHEDULE = Schedule(epochs=5, iterations=20)  # without -d: a short CPU schedule
 
 Runner = Callable[[list, dict, str], object]  # (command, env, log path); raises StepFailed
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class BenchmarkInterrupted(LightSegError):
+    """SIGINT or SIGTERM stopped the benchmark; `signal_number` says which."""
+
+    def __init__(self, signal_number: int, during: str = ""):
+        self.signal_number = signal_number
+        where = f" during {during}" if during else ""
+        super().__init__(f"stopped by {signal.Signals(signal_number).name}{where}: run the same command again to "
+                         f"resume (finished folds are skipped, an interrupted one goes on from its last checkpoint).")
+
+
+@contextmanager
+def stop_on_signals():
+    """Inside the block SIGINT and SIGTERM raise BenchmarkInterrupted (once; later ones are ignored,
+    so that recording the interruption is not cut short). The previous handlers come back after."""
+    def stop(number, frame):
+        for each in STOP_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        raise BenchmarkInterrupted(number)
+
+    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @dataclass(frozen=True)
@@ -172,6 +204,11 @@ def train_all(dataset: str, configuration: str, entries: list[Entry], folds: lis
             record = {"epochs": schedule.epochs, "iterations": schedule.iterations}
             try:
                 runner(command, env, log_path)
+            except BenchmarkInterrupted as stop:
+                state[f"{entry.name}/fold_{fold}"] = {"interrupted": signal.Signals(stop.signal_number).name,
+                                                      "seconds": time.time() - started, **record}
+                save_state(state_path, state)
+                raise BenchmarkInterrupted(stop.signal_number, f"{entry.name} fold {fold}") from None
             except StepFailed as error:
                 errors[entry.name] = str(error)
                 state[f"{entry.name}/fold_{fold}"] = {"error": str(error), "log_tail": error.details, **record}
@@ -207,7 +244,13 @@ def save_state(path: str, state: dict[str, dict]) -> None:
 
 def run_benchmark(config: BenchmarkConfig, runner: Runner = run_logged, say=print) -> BenchmarkResult:
     """Train all, profile, report. A trainer that fails is recorded in the result and the others go on;
-    raises LightSegError when the benchmark cannot start (bad options, nnU-Net not set up)."""
+    raises LightSegError when the benchmark cannot start (bad options, nnU-Net not set up), and
+    BenchmarkInterrupted on SIGINT or SIGTERM (call it from the main thread)."""
+    with stop_on_signals():
+        return _run(config, runner, say)
+
+
+def _run(config: BenchmarkConfig, runner: Runner, say) -> BenchmarkResult:
     output = os.path.abspath(config.output)
     schedule = config.schedule
     entries = [scheduled(parse_entry(t), schedule) for t in (config.trainers or (REFERENCE, *DEFAULT_TRAINERS))]

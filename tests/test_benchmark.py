@@ -1,6 +1,8 @@
 """The benchmark's orchestration with a fake command runner: no training happens."""
 import json
 import os
+import signal
+import time
 
 import pytest
 
@@ -17,10 +19,12 @@ CONFIGURATION = "3d_fullres"
 
 class FakeRunner:
     """Plays nnUNetv2_train: writes the files a finished fold has; `fail` trainers exit 1,
-    `interrupt` trainers stop after their first checkpoint (once)."""
+    `interrupt` trainers stop after their first checkpoint (once), `signal` trainers send the
+    benchmark that signal after their first checkpoint (once)."""
 
-    def __init__(self, env, fail=(), interrupt=()):
+    def __init__(self, env, fail=(), interrupt=(), signal=None):
         self.env, self.fail, self.interrupt, self.commands = env, set(fail), set(interrupt), []
+        self.signal = dict(signal or {})
 
     def __call__(self, command, env, log_path):
         self.commands.append(command)
@@ -34,6 +38,10 @@ class FakeRunner:
             self.interrupt.remove(trainer)
             open(os.path.join(folder, "checkpoint_latest.pth"), "w").close()
             raise StepFailed("nnUNetv2_train exited -9 (killed)")
+        if trainer in self.signal:
+            open(os.path.join(folder, "checkpoint_latest.pth"), "w").close()
+            os.kill(os.getpid(), self.signal.pop(trainer))
+            time.sleep(5)  # the handler raises before this ends
         open(os.path.join(folder, "checkpoint_final.pth"), "w").close()
         case = os.path.join(folder, "validation", f"case_{fold}.nii.gz")
         with open(os.path.join(folder, "validation", "summary.json"), "w") as f:
@@ -252,3 +260,32 @@ def test_when_every_trainer_fails_the_benchmark_ends_with_its_failed_summary(tmp
     assert result.report_files and not any(line.startswith("report failed") for line in lines)
     table = open(tmp_path / "bench" / "report" / "report.csv").read()
     assert all(name in table for name in trainers) and "exited 1" in table
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_records_the_fold_as_interrupted_and_the_same_command_resumes(tmp_path, user_dataset, stop):
+    veloxseg = "nnUNetTrainerVeloxSeg_2epochs_3iters"
+    runner = FakeRunner(user_dataset, signal={veloxseg: stop})
+    previous = signal.getsignal(stop)
+    with pytest.raises(benchmark.BenchmarkInterrupted) as interrupted:
+        benchmark.run_benchmark(arguments(tmp_path), runner=runner, say=lambda line: None)
+    assert interrupted.value.signal_number == stop and signal.getsignal(stop) is previous
+    message = str(interrupted.value)
+    assert f"during {veloxseg} fold 0" in message and "run the same command again" in message and "\n" not in message
+    state = benchmark.load_state(str(tmp_path / "bench" / benchmark.STATE_FILE))
+    assert state[f"{veloxseg}/fold_0"]["interrupted"] == signal.Signals(stop).name
+    assert "nnUNetTrainerBaseline_2epochs_3iters/fold_1" in state and f"{veloxseg}/fold_1" not in state
+
+    runner.commands.clear()
+    assert not benchmark.run_benchmark(arguments(tmp_path), runner=runner, say=lambda line: None).failures
+    assert [(c[5], c[3], c[10:]) for c in runner.commands] == [(veloxseg, "0", ["--c"]), (veloxseg, "1", [])]
+    assert "interrupted" not in benchmark.load_state(str(tmp_path / "bench" / benchmark.STATE_FILE))[
+        f"{veloxseg}/fold_0"]
+
+
+def test_an_unknown_dataset_is_refused_before_anything_is_written(tmp_path, user_dataset, capsys):
+    folder = tmp_path / "bench"
+    assert main(["benchmark", "-d", "998", "-c", CONFIGURATION, "--output", str(folder), "--no-profile"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("nnunet-lightseg benchmark: dataset '998' not found") and "Traceback" not in error
+    assert not folder.exists()
