@@ -143,7 +143,7 @@ def command_demo(args) -> int:
     from nnunet_lightseg.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(output=args.output, trainer=args.trainer, epochs=args.epochs, iterations=args.iterations,
-                        device=args.device, use_nnunet_env=args.use_nnunet_env), say=_say)
+                        device=args.device, use_nnunet_env=args.use_nnunet_env, force=args.force), say=_say)
     return 0
 
 
@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--use-nnunet-env", action="store_true",
                    help="use the nnUNet_raw/_preprocessed/_results folders of your environment instead of --output")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=command_demo)
     return parser
 

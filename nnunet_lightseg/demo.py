@@ -3,8 +3,9 @@
 Generate the demo dataset -> nnUNetv2_plan_and_preprocess -> nnUNetv2_train (a short CPU
 schedule, `<trainer>_<E>epochs_<I>iters`) -> nnUNetv2_predict on the held-out cases ->
 nnUNetv2_evaluate_simple, printing the Dice per class. Everything goes into one working folder
-(./lightseg-demo by default) unless `use_nnunet_env` asks for the user's own
-nnUNet_raw/_preprocessed/_results.
+(./lightseg-demo by default, claimed through `output_folder` as benchmark's is) unless
+`use_nnunet_env` asks for the user's own nnUNet_raw/_preprocessed/_results. nnU-Net's worker
+counts are chosen for the machine unless the user set them (`nnunet_env.choose_workers`).
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from nnunet_lightseg import output_folder
 from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID, LABELS, DemoSettings, write_dataset
-from nnunet_lightseg.errors import UsageError
-from nnunet_lightseg.nnunet_env import (AUGMENTATION_WORKERS, RAW, private_environment, require_folders,
-                                        run_logged)
+from nnunet_lightseg.errors import OutputFolderError, UsageError
+from nnunet_lightseg.nnunet_env import RAW, choose_workers, private_environment, require_folders, run_logged
 from nnunet_lightseg.schedules import DEPRECATED_VARIABLES, Schedule, scheduled_name, split
 
 NOISY_PREFIXES = ("  Inspecting module", "Searching in", "Searching for class")  # nnU-Net's trainer search
@@ -31,6 +32,7 @@ class DemoConfig:
     iterations: int = 25  # training iterations per epoch
     device: str = "cpu"
     use_nnunet_env: bool = False  # the user's nnUNet_raw/_preprocessed/_results instead of `output`
+    force: bool = False  # move the files of an output folder that is not ours aside instead of refusing
 
     def __post_init__(self):
         if self.epochs < 1 or self.iterations < 1:
@@ -60,16 +62,28 @@ def _echo(say: Callable[[str], None]) -> Callable[[str], None]:
     return echo
 
 
+def _claim(work: str, force: bool, say: Callable[[str], None]) -> None:
+    """`output_folder.claim`, with a folder we cannot write to refused as an OutputFolderError."""
+    try:
+        moved = output_folder.claim(work, force)
+    except OSError as error:  # read-only, or a path through a file
+        raise OutputFolderError(f"--output {work}: cannot write there ({error.strerror}); give a folder you can "
+                                f"write to.") from None
+    if moved:
+        say(f"--force: moved what {work} held into {moved}")
+
+
 def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> DemoResult:
     """Run the demo; raises LightSegError (StepFailed when a stock command fails)."""
     work = os.path.abspath(config.output)
     if config.use_nnunet_env:
         require_folders()
-        env = dict(os.environ)
-    else:
-        env = private_environment(work)
-    os.makedirs(work, exist_ok=True)
-    env.setdefault(AUGMENTATION_WORKERS, "1")
+    env = dict(os.environ)
+    workers = choose_workers(env)  # before anything is written
+    _claim(work, config.force, say)
+    if not config.use_nnunet_env:
+        env = private_environment(work, base=env)
+    say(workers)
     for variable in DEPRECATED_VARIABLES:  # the trainer name carries the schedule
         env.pop(variable, None)
     log_path = os.path.join(work, "demo.log")

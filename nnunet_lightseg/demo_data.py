@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from nnunet_lightseg.errors import OutputFolderError
+
 DEFAULT_DATASET_ID = 987
 DEFAULT_DATASET_NAME = "LightSegDemo"
 CHANNEL_NAMES = {"0": "T1", "1": "T2"}
@@ -67,12 +69,21 @@ def make_case(rng: np.random.Generator, shape) -> tuple[np.ndarray, np.ndarray]:
     return image * 100 + 200, label
 
 
+def _read_stamp(path: str) -> dict | None:
+    """The settings a demo folder was written with, or None when it has no readable stamp."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def write_dataset(raw_folder: str, settings: DemoSettings = DemoSettings(),
                   dataset_id: int = DEFAULT_DATASET_ID, dataset_name: str = DEFAULT_DATASET_NAME) -> str:
     """Write Dataset<ID>_<name> into raw_folder (imagesTr, labelsTr, imagesTs, labelsTs, dataset.json).
 
-    Reuses a folder written earlier with the same settings; refuses to touch a different dataset
-    that already uses the ID.
+    Reuses a folder written earlier with the same settings; refuses (OutputFolderError) to touch a
+    different dataset that already uses the ID.
     """
     import SimpleITK as sitk
 
@@ -81,9 +92,9 @@ def write_dataset(raw_folder: str, settings: DemoSettings = DemoSettings(),
     stamp = asdict(settings)
     stamp["shape"] = list(stamp["shape"])
     if os.path.isdir(folder):
-        if os.path.isfile(stamp_file) and json.load(open(stamp_file)) == stamp:
+        if _read_stamp(stamp_file) == stamp:
             return folder
-        raise FileExistsError(f"{folder} exists and was not written by this demo with these settings; "
+        raise OutputFolderError(f"{folder} exists and was not written by this demo with these settings; "
                               f"choose another dataset id or an empty nnUNet_raw folder.")
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         os.makedirs(os.path.join(folder, sub))

@@ -1,7 +1,7 @@
 """nnU-Net's environment as the tools use it (standard library only; nnunetv2 is imported lazily).
 
 The folder variables, the default trainers, where a dataset's results are, a private set of
-nnU-Net folders for a run, and running a stock console command (`nnUNetv2_train`, ...) with its
+nnU-Net folders for a run, nnU-Net's worker counts for this machine, and running a stock console command (`nnUNetv2_train`, ...) with its
 output kept in a log. Errors are `nnunet_lightseg.errors` exceptions with one-line messages.
 """
 from __future__ import annotations
@@ -19,6 +19,9 @@ from nnunet_lightseg.errors import NnUNetEnvironmentError, StepFailed
 RAW, PREPROCESSED, RESULTS = "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
 FOLDER_VARIABLES = {RAW: "raw", PREPROCESSED: "preprocessed", RESULTS: "results"}  # variable -> private subfolder
 AUGMENTATION_WORKERS = "nnUNet_n_proc_DA"  # nnU-Net's data-augmentation worker processes
+DEFAULT_WORKERS = "nnUNet_def_n_proc"  # nnU-Net's other worker processes (preprocessing, validation export)
+WORKER_VARIABLES = (DEFAULT_WORKERS, AUGMENTATION_WORKERS)
+MAX_CHOSEN_WORKERS = 4
 
 # Each paper model's default variant, and its trainer: what benchmark, profile and the measure
 # scripts run unless told otherwise (nnU-Net's default is added as the reference where one is needed).
@@ -39,12 +42,38 @@ def require_folders(environ: Mapping[str, str] | None = None) -> None:
 
 def private_environment(work: str, base: Mapping[str, str] | None = None) -> dict:
     """A copy of `base` (default os.environ) whose nnU-Net folders are work/raw, work/preprocessed and
-    work/results (created), so that a run touches none of the user's own folders."""
+    work/results (created), so that a run touches none of the user's own folders; with the worker
+    counts of `choose_workers`."""
     env = dict(os.environ if base is None else base)
+    choose_workers(env)
     for variable, sub in FOLDER_VARIABLES.items():
         env[variable] = os.path.join(os.path.abspath(work), sub)
         os.makedirs(env[variable], exist_ok=True)
     return env
+
+
+def _cpus() -> int:
+    """The CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def machine_workers() -> int:
+    """The worker processes we give nnU-Net here: half the CPUs, 1 to MAX_CHOSEN_WORKERS."""
+    return max(1, min(MAX_CHOSEN_WORKERS, _cpus() // 2))
+
+
+def choose_workers(env: dict) -> str:
+    """Set nnU-Net's worker counts (WORKER_VARIABLES) in `env` to `machine_workers()` where not set;
+    return one line saying what they are. Raises NnUNetEnvironmentError for a value set that nnU-Net
+    cannot take (its planner needs at least 1 of each)."""
+    chosen = str(machine_workers())
+    for variable in WORKER_VARIABLES:
+        value = env.setdefault(variable, chosen)
+        if not (value.strip().isdigit() and int(value) >= 1):
+            raise NnUNetEnvironmentError(f"{variable}={value!r}: nnU-Net's planner and worker pools need a whole number of at least 1; "
+                                         f"export e.g. {variable}=1, or unset it to let nnunet-lightseg choose.")
+    values = ", ".join(f"{variable}={env[variable]}" for variable in WORKER_VARIABLES)
+    return f"nnU-Net worker processes: {values} (default {chosen} for {_cpus()} CPUs; export them to choose)"
 
 
 def dataset_name(dataset: str) -> str:
