@@ -73,18 +73,17 @@ def command_profile(args) -> int:
                          f"or -d DATASET -c CONFIGURATION to profile trainers at a plan's patch size.")
     from nnunet_lightseg import profiling, registry
 
+    _check_profile_arguments(args)
+    profiling.check_size(args.in_channels, args.classes, args.patch)
     spec = registry.get(args.model)
-    dim = len(args.patch)
-    if dim not in (2, 3):
-        raise UsageError(f"--patch takes two (2D) or three (3D) sizes, got {len(args.patch)}")
-    if args.in_channels < 1 or args.classes < 1 or min(args.patch) < 1:
-        raise UsageError("--in-channels, --classes and the --patch sizes must be positive")
     network = spec.create(registry.Plan(args.in_channels, args.classes, tuple(args.patch)))
     input_shape = (1, args.in_channels, *args.patch)
-    result = {"model": spec.name, "params": profiling.count_parameters(network),
-              "gmac": profiling.count_gmac(network, input_shape), "patch": list(args.patch),
-              "in_channels": args.in_channels, "classes": args.classes,
+    gmac, computed = profiling.forward_cost(network, input_shape)
+    result = {"model": spec.name, "params": profiling.count_parameters(network), "gmac": gmac,
+              "patch": list(args.patch), "in_channels": args.in_channels, "classes": args.classes,
               "configuration": "paper (isotropic 2x downsampling per stage)"}
+    if computed != tuple(args.patch):
+        result["padded_patch"] = list(computed)
     if not args.no_latency:
         result.update(profiling.measure_latency(network, input_shape, repeats=args.repeats, threads=args.threads))
     result["machine"] = profiling.machine_description()
@@ -93,7 +92,19 @@ def command_profile(args) -> int:
     else:
         for key, value in result.items():
             print(f"{key:>14}: {value}")
+        if "padded_patch" in result:
+            print(f"the network pads the patch {result['patch']} to {result['padded_patch']} (a multiple of its total "
+                  f"stride); gmac and latency are of the padded patch")
     return 0
+
+
+def _check_profile_arguments(args) -> None:
+    if len(args.patch) not in (2, 3):
+        raise UsageError(f"--patch takes two (2D) or three (3D) sizes, got {len(args.patch)}")
+    if args.in_channels < 1 or args.classes < 1 or min(args.patch) < 1:
+        raise UsageError("--in-channels, --classes and the --patch sizes must be positive")
+    if args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        raise UsageError("--repeats and --threads must be at least 1")
 
 
 def command_profile_plan(args) -> int:
@@ -108,12 +119,16 @@ def command_profile_plan(args) -> int:
         args.dataset, args.configuration, tuple(parse_entry(t) for t in args.trainers), device=args.device,
         threads=args.threads, repeats=args.repeats, predictor=args.predictor, tile_step_size=args.tile_step,
         mirroring=not args.no_mirroring)
+    output = args.output or plan_profile.default_output(args.dataset, args.configuration)
+    plan_profile.check_output(output)  # before the long run
     result = plan_profile.profile(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
-    output = args.output or plan_profile.default_output(result["dataset"], args.configuration)
     plan_profile.write(result, output)
     print(json.dumps(result, indent=2) if args.json else plan_profile.format_table(result))
     print(f"profile written to {output}", file=sys.stderr)
-    return 0
+    failed = [row["entry"] for row in result["results"] if "error" in row]
+    if failed:
+        print(f"nnunet-lightseg profile: {', '.join(failed)} could not be profiled (FAILED above)", file=sys.stderr)
+    return EXIT_FAILED if failed else 0
 
 
 def command_report(args) -> int:

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnunet_lightseg import profiling, registry
+from nnunet_lightseg import output_folder, profiling, registry
 from nnunet_lightseg.architectures.fast_inference import apply_training_memory_format
 from nnunet_lightseg.baselines import REFERENCE, Entry
-from nnunet_lightseg.errors import LightSegError, ProfileError, UsageError
+from nnunet_lightseg.errors import LightSegError, OutputFolderError, ProfileError, UsageError
 from nnunet_lightseg.nnunet_env import DEFAULT_TRAINERS, PREPROCESSED, dataset_name, results_folder
 from nnunet_lightseg.timing import median_seconds
 
@@ -328,10 +328,27 @@ def default_output(dataset: str, configuration: str) -> str:
     return os.path.join(results_folder(dataset), f"lightseg_profile_{configuration}.json")
 
 
+def check_output(path: str) -> None:
+    """Raise OutputFolderError unless `path` is new or a profile of ours (which a rerun rewrites)."""
+    if os.path.exists(path) and not _is_profile(path):
+        raise OutputFolderError(f"--output {path} exists and is not a profile written by nnunet-lightseg: give a new "
+                                f"file name, or move that file away first.")
+
+
+def _is_profile(path: str) -> bool:
+    try:
+        with open(path) as f:
+            written = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(written, dict) and "nnunet_lightseg" in written.get("machine", {}) and "results" in written
+
+
 def write(result: dict, path: str) -> None:
+    """Write the profile atomically; refuses (check_output) a file that is not a profile of ours."""
+    check_output(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
+    output_folder.write_atomically(path, json.dumps(result, indent=2))
 
 
 def machine(device: str, threads: int | None) -> dict:
