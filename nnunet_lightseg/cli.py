@@ -1,12 +1,15 @@
 """`nnunet-lightseg`: list the models, profile them, run the demo, benchmark and report.
 
 The only module that turns errors into exit statuses: the commands' modules raise
-`nnunet_lightseg.errors` exceptions (and the registry's), which `main` prints as one line.
+`nnunet_lightseg.errors` exceptions (and the registry's), which `main` prints as one line (with
+their traceback under --debug or NNUNET_LIGHTSEG_DEBUG=1). Any other exception is a bug and keeps
+its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from nnunet_lightseg.errors import LightSegError, UsageError
@@ -15,6 +18,7 @@ from nnunet_lightseg.output_folder import ASIDE_PREFIX
 
 EXIT_FAILED = 1  # a run failed (a trainer, a stock command, a profile or report that could not be made)
 EXIT_USAGE = 2  # the request cannot work as given (as argparse's own errors)
+DEBUG_VARIABLE = "NNUNET_LIGHTSEG_DEBUG"  # set (non-empty) to show every error's traceback, as --debug does
 FORCE_HELP = ("use an --output folder that nnunet-lightseg did not make: its files are moved, not deleted, into "
               f"<output>/{ASIDE_PREFIX}<time>/")
 
@@ -165,14 +169,17 @@ def command_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-lightseg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", help=f"show an error's traceback (or set {DEBUG_VARIABLE}=1)")
 
-    p = commands.add_parser("list", help="every model with its trainers, paper and dimensionality")
+    p = commands.add_parser("list", parents=[debug], help="every model with its trainers, paper and dimensionality")
     p.add_argument("--json", action="store_true")
     p.add_argument("--baselines", action="store_true", help="the baselines instead: nnU-Net's default, ResEnc M, MONAI")
     p.set_defaults(func=command_list)
 
     p = commands.add_parser(
-        "profile", help="a model in the paper's configuration (MODEL --in-channels --classes --patch), or every "
+        "profile", parents=[debug],
+        help="a model in the paper's configuration (MODEL --in-channels --classes --patch), or every "
                         "trainer at a plan's patch size (-d DATASET -c CONFIGURATION)")
     p.add_argument("model", nargs="?", help="trainer name without the nnUNetTrainer prefix, e.g. UltraLightUNet_M")
     p.add_argument("--in-channels", type=int)
@@ -195,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="profile JSON (default: <nnUNet_results>/<dataset>/lightseg_profile_<C>.json)")
     p.set_defaults(func=command_profile)
 
-    p = commands.add_parser("report", help="tables, tests and plots of every trainer's results on a dataset")
+    p = commands.add_parser("report", parents=[debug],
+                            help="tables, tests and plots of every trainer's results on a dataset")
     p.add_argument("-d", dest="dataset", required=True)
     p.add_argument("-c", dest="configuration", required=True)
     p.add_argument("--reference", help="the trainer (TRAINER or TRAINER__PLANS) the tests compare against "
@@ -208,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=command_report)
 
     p = commands.add_parser(
-        "benchmark", help="train, validate, profile and report every trainer (the built-in demo data without -d)")
+        "benchmark", parents=[debug],
+        help="train, validate, profile and report every trainer (the built-in demo data without -d)")
     p.add_argument("-d", dest="dataset", help="your dataset (default: the built-in demo data)")
     p.add_argument("-c", dest="configuration", help="configuration, e.g. 3d_fullres (with -d)")
     p.add_argument("--trainers", nargs="+", help="TRAINER or TRAINER__PLANS, e.g. "
@@ -226,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=command_benchmark)
 
-    p = commands.add_parser("demo", help="generate demo data, plan, train a short CPU schedule, predict, evaluate")
+    p = commands.add_parser("demo", parents=[debug],
+                            help="generate demo data, plan, train a short CPU schedule, predict, evaluate")
     p.add_argument("--output", default="lightseg-demo", help="working folder (default ./lightseg-demo)")
     p.add_argument("--trainer", default="nnUNetTrainerUltraLightUNet", help="a trainer without schedule suffix")
     p.add_argument("--epochs", type=int, default=10)
@@ -248,13 +258,15 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (UsageError, UnknownModelError, UnsupportedConfigurationError) as error:
-        return _failed(args.command, error, EXIT_USAGE)
+        return _failed(args, error, EXIT_USAGE)
     except LightSegError as error:
-        return _failed(args.command, error, EXIT_FAILED)
+        return _failed(args, error, EXIT_FAILED)
 
 
-def _failed(command: str, error: Exception, status: int) -> int:
-    print(f"nnunet-lightseg {command}: {error}", file=sys.stderr)
+def _failed(args, error: Exception, status: int) -> int:
+    if args.debug or os.environ.get(DEBUG_VARIABLE):
+        raise error
+    print(f"nnunet-lightseg {args.command}: {error}", file=sys.stderr)
     return status
 
 

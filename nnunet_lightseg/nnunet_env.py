@@ -1,8 +1,9 @@
 """nnU-Net's environment as the tools use it (standard library only; nnunetv2 is imported lazily).
 
 The folder variables, the default trainers, where a dataset's results are, a private set of
-nnU-Net folders for a run, nnU-Net's worker counts for this machine, and running a stock console command (`nnUNetv2_train`, ...) with its
-output kept in a log. Errors are `nnunet_lightseg.errors` exceptions with one-line messages.
+nnU-Net folders for a run, nnU-Net's worker counts for this machine, and running a stock console
+command (`nnUNetv2_train`, ...) with its output kept in a log. Errors are `nnunet_lightseg.errors`
+exceptions with one-line messages.
 """
 from __future__ import annotations
 
@@ -70,8 +71,8 @@ def choose_workers(env: dict) -> str:
     for variable in WORKER_VARIABLES:
         value = env.setdefault(variable, chosen)
         if not (value.strip().isdigit() and int(value) >= 1):
-            raise NnUNetEnvironmentError(f"{variable}={value!r}: nnU-Net's planner and worker pools need a whole number of at least 1; "
-                                         f"export e.g. {variable}=1, or unset it to let nnunet-lightseg choose.")
+            raise NnUNetEnvironmentError(f"{variable}={value!r}: nnU-Net's planner and worker pools need a whole "
+                                         f"number of at least 1; export e.g. {variable}=1, or unset it to let nnunet-lightseg choose.")
     values = ", ".join(f"{variable}={env[variable]}" for variable in WORKER_VARIABLES)
     return f"nnU-Net worker processes: {values} (default {chosen} for {_cpus()} CPUs; export them to choose)"
 

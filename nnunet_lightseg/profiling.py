@@ -30,8 +30,8 @@ def check_size(in_channels: int, classes: int, patch: Sequence[int]) -> None:
     """Raise UsageError when a network for this request would not fit in memory on any usual machine."""
     voxels = math.prod(patch)
     if max(in_channels, classes) > MAX_CHANNELS or max(in_channels, classes) * voxels > MAX_VALUES:
-        raise UsageError(f"--in-channels {in_channels}, --classes {classes}, --patch {' '.join(map(str, patch))} is too "
-                         f"large to profile: at most {MAX_CHANNELS} channels or classes, and at most {MAX_VALUES:,} "
+        raise UsageError(f"--in-channels {in_channels}, --classes {classes}, --patch {' '.join(map(str, patch))} "
+                         f"is too large to profile: at most {MAX_CHANNELS} channels or classes, and at most {MAX_VALUES:,} "
                          f"values (channels x voxels) per input and output; give fewer channels or a smaller patch.")
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from nnunet_lightseg import plan_profile, registry, trainers
 from nnunet_lightseg.cli import EXIT_FAILED, EXIT_USAGE, main
-from nnunet_lightseg.errors import InvalidScheduleName, NnUNetEnvironmentError
+from nnunet_lightseg.errors import InvalidScheduleName, NnUNetEnvironmentError, UsageError
 from nnunet_lightseg.nnunet_env import WORKER_VARIABLES, choose_workers, machine_workers, private_environment
 from nnunet_lightseg.schedules import split
 
@@ -101,7 +101,7 @@ def test_a_3d_network_on_a_2d_plan_is_named():
     from test_trainer_base import configuration
 
     manager, conf = configuration((32, 32), [[2, 2]] * 2)
-    with pytest.raises(registry.UnsupportedConfigurationError, match="LightMedSeg is a 3D network and cannot run on 2D"):
+    with pytest.raises(registry.UnsupportedConfigurationError, match="LightMedSeg is a 3D network .* on 2D"):
         plan_profile.build_network(trainers.nnUNetTrainerLightMedSeg, manager, conf,
                                    {"channel_names": {"0": "x"}, "labels": {"background": 0, "a": 1}}, False)
 
@@ -167,3 +167,11 @@ def test_malformed_schedules_are_a_lookup_failure_not_another_schedule(name, pro
     with pytest.raises(InvalidScheduleName, match=problem):
         split(name)
     assert not hasattr(trainers, name)  # AttributeError, as nnU-Net's trainer search expects
+
+
+def test_debug_shows_the_traceback_of_an_expected_error(monkeypatch):
+    with pytest.raises(UsageError):
+        main(small() + ["--repeats", "0", "--debug"])
+    monkeypatch.setenv("NNUNET_LIGHTSEG_DEBUG", "1")
+    with pytest.raises(UsageError):
+        main(small() + ["--repeats", "0"])
