@@ -175,3 +175,10 @@ def test_debug_shows_the_traceback_of_an_expected_error(monkeypatch):
     monkeypatch.setenv("NNUNET_LIGHTSEG_DEBUG", "1")
     with pytest.raises(UsageError):
         main(small() + ["--repeats", "0"])
+
+
+def test_benchmark_on_the_demo_data_refuses_worker_counts_nnunet_cannot_take(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    assert main(["benchmark", "--output", str(tmp_path / "bench"), "--no-profile"]) == EXIT_FAILED
+    assert "nnUNet_n_proc_DA='0'" in error_line(capsys)
+    assert not os.path.exists(tmp_path / "bench" / "raw")  # nothing planned or trained
