@@ -63,16 +63,20 @@ def machine_workers() -> int:
     return max(1, min(MAX_CHOSEN_WORKERS, _cpus() // 2))
 
 
-def choose_workers(env: dict) -> str:
+def choose_workers(env: dict, planning: bool = True) -> str:
     """Set nnU-Net's worker counts (WORKER_VARIABLES) in `env` to `machine_workers()` where not set;
-    return one line saying what they are. Raises NnUNetEnvironmentError for a value set that nnU-Net
-    cannot take (its planner needs at least 1 of each)."""
+    return one line saying what they are. Raises NnUNetEnvironmentError for a value nnU-Net cannot
+    take: not a whole number, or 0, except 0 augmentation workers when not `planning` (training
+    takes 0: it augments in its own process; the planner cannot)."""
     chosen = str(machine_workers())
     for variable in WORKER_VARIABLES:
         value = env.setdefault(variable, chosen)
-        if not (value.strip().isdigit() and int(value) >= 1):
-            raise NnUNetEnvironmentError(f"{variable}={value!r}: nnU-Net's planner and worker pools need a whole "
-                                         f"number of at least 1; export e.g. {variable}=1, or unset it to let nnunet-lightseg choose.")
+        least = 0 if variable == AUGMENTATION_WORKERS and not planning else 1
+        if not (value.strip().isdigit() and int(value) >= least):
+            why = " (nnU-Net's planner runs with it)" if variable == AUGMENTATION_WORKERS and least else ""
+            raise NnUNetEnvironmentError(f"{variable}={value!r}: nnU-Net needs a whole number of at least {least} "
+                                         f"here{why}; export e.g. {variable}=1, or unset it to let nnunet-lightseg "
+                                         f"choose.")
     values = ", ".join(f"{variable}={env[variable]}" for variable in WORKER_VARIABLES)
     return f"nnU-Net worker processes: {values} (default {chosen} for {_cpus()} CPUs; export them to choose)"
 

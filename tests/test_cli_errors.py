@@ -157,8 +157,11 @@ def test_worker_counts_are_chosen_for_the_machine_unless_set(tmp_path):
     assert 1 <= machine_workers() <= 4 and "nnUNet_n_proc_DA=3" in line and line.count("\n") == 0
     private = private_environment(str(tmp_path), base={})
     assert all(private[v] == str(machine_workers()) for v in WORKER_VARIABLES)
+    with pytest.raises(NnUNetEnvironmentError, match="planner"):
+        private_environment(str(tmp_path), base={"nnUNet_n_proc_DA": "0"})  # the demo data is planned
+    assert "nnUNet_n_proc_DA=0" in choose_workers({"nnUNet_n_proc_DA": "0"}, planning=False)  # training takes 0
     with pytest.raises(NnUNetEnvironmentError):
-        private_environment(str(tmp_path), base={"nnUNet_n_proc_DA": "0"})
+        choose_workers({"nnUNet_def_n_proc": "0"}, planning=False)
 
 
 @pytest.mark.parametrize("name, problem", [("nnUNetTrainerUltraLightUNet_05epochs", "without leading zeros"),
