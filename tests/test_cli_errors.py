@@ -89,6 +89,13 @@ def error_line_after_table(capsys) -> str:
     return err.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("extra", [["--repeats", "0"], ["--threads", "0"], ["--tile-step", "0"]])
+def test_profile_of_a_plan_refuses_bad_counts(capsys, monkeypatch, extra):
+    monkeypatch.setattr(plan_profile, "profile", pytest.fail)
+    assert main(["profile", "-d", "987", "-c", "3d_fullres", *extra]) == EXIT_USAGE
+    error_line(capsys)
+
+
 def test_profile_output_that_is_not_a_profile_of_ours_is_left_alone(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(plan_profile, "profile", pytest.fail)  # refused before profiling
     output = user_file(tmp_path / "mine.json")
