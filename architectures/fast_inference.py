@@ -15,6 +15,8 @@ instead. The copy computes the same function, rewritten for speed:
 - whatever the network adds in `prepare_inference_copy` (e.g. a channel shuffle folded into weights).
 
 The copy lives outside the module tree: state_dict keys, parameters and checkpoints are unchanged.
+It is a deep copy, forward hooks included, so a hook installed on the network before its first
+inference call (the trainers' input-channel check) runs on the fast path too.
 It is invalidated when any parameter or buffer changes (storage or version counter), on
 `load_state_dict` and on `train()`, and rebuilt unless the values prove unchanged (nnU-Net's
 predictor reloads the same weights before every case); toggling `deep_supervision` rebuilds it. Set

@@ -23,6 +23,7 @@ from nnunet_lightseg import registry
 from nnunet_lightseg.architectures.fast_inference import apply_training_memory_format
 from nnunet_lightseg.errors import UsageError
 from nnunet_lightseg.schedules import ITERATIONS_VARIABLE, VAL_ITERATIONS_VARIABLE
+from nnunet_lightseg.trainers.input_channels import InputChannelCheck
 
 
 def _positive_int_from_env(variable: str) -> int | None:
@@ -98,12 +99,16 @@ class LightSegTrainer(IterationsFromEnvironment, nnUNetTrainer):
         """Build the network from the plan: channels, patch size and per-axis strides.
 
         Called on the class by nnU-Net's predictor too; the parameter set does not depend on
-        `enable_deep_supervision`, so checkpoints load strictly.
+        `enable_deep_supervision`, so checkpoints load strictly. The network checks the channels of
+        its input before it runs (`input_channels`).
         """
         spec = cls.model_spec()
-        return spec.create(registry.Plan.from_configuration(configuration_manager, num_input_channels,
-                                                            num_output_channels,
-                                                            enable_deep_supervision and spec.deep_supervision))
+        network = spec.create(registry.Plan.from_configuration(configuration_manager, num_input_channels,
+                                                               num_output_channels,
+                                                               enable_deep_supervision and spec.deep_supervision))
+        network.register_forward_pre_hook(InputChannelCheck(num_input_channels, plans_manager.dataset_name,
+                                                            cls.__name__, plans_manager.plans_name))
+        return network
 
     def initialize(self):
         """nnU-Net's initialisation; on CPU, conv weights then go channels-last where the network

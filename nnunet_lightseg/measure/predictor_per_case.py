@@ -4,7 +4,8 @@ Runs `nnUNetPredictor.predict_single_npy_array` (what `nnUNetv2_predict` runs pe
 preprocessing, sliding window with Gaussian weighting and mirroring, resampling back) on CPU, with
 untrained weights (the time does not depend on them), cases and models interleaved. Our networks
 are built by their trainers' `build_network_architecture`, as the predictor builds them, so the
-inference fast path is on unless NNUNET_LIGHTSEG_FAST_INFERENCE=0.
+inference fast path is on unless NNUNET_LIGHTSEG_FAST_INFERENCE=0. A case whose channel files do not
+match dataset.json is named, with its files, before anything runs on it.
 
     python -m nnunet_lightseg.measure.predictor_per_case --plans $nnUNet_preprocessed/Dataset004_Hippocampus/nnUNetPlans.json \\
         --images $nnUNet_raw/Dataset004_Hippocampus/imagesTr --cases 3
@@ -22,6 +23,7 @@ import torch
 import nnunet_lightseg.trainers as trainers
 from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
 from nnunet_lightseg.timing import timed_runs
+from nnunet_lightseg.trainers.input_channels import check_case
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -29,9 +31,20 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 
+def dataset_json_beside(plans_path: str) -> dict:
+    with open(os.path.join(os.path.dirname(plans_path), "dataset.json")) as f:
+        return json.load(f)
+
+
+def case_files(first_channel: str) -> tuple[str, list[str]]:
+    """(case, its image files in channel order) from the path of its _0000 file."""
+    case = first_channel[:-len("_0000.nii.gz")]
+    return os.path.basename(case), sorted(glob.glob(f"{glob.escape(case)}_[0-9][0-9][0-9][0-9].nii.gz"))
+
+
 def predictors(plans_path: str, models, configuration: str = "3d_fullres") -> dict:
     plans_manager = PlansManager(plans_path)
-    dataset_json = json.load(open(os.path.join(os.path.dirname(plans_path), "dataset.json")))
+    dataset_json = dataset_json_beside(plans_path)
     manager = plans_manager.get_configuration(configuration)
     n_in = determine_num_input_channels(plans_manager, manager, dataset_json)
     n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
@@ -57,18 +70,21 @@ def predictors(plans_path: str, models, configuration: str = "3d_fullres") -> di
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--plans", required=True, help="nnUNetPlans.json (dataset.json beside it)")
-    parser.add_argument("--images", required=True, help="folder of raw images (*_0000.nii.gz), single-channel")
+    parser.add_argument("--images", required=True, help="folder of raw images (<case>_0000.nii.gz, _0001, ...)")
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     runs = predictors(args.plans, args.models)
+    dataset_json = dataset_json_beside(args.plans)
     files = sorted(glob.glob(os.path.join(args.images, "*_0000.nii.gz")))[:args.cases]
     times = {label: [] for label in runs}
     load_before = os.getloadavg()[0]
     for path in files:
-        image, properties = SimpleITKIO().read_images([path])
+        case, channels = case_files(path)
+        image, properties = SimpleITKIO().read_images(channels)
+        check_case(case, channels, image.shape[0], dataset_json)
         once = timed_runs({label: (lambda p=predictor: p.predict_single_npy_array(image, properties, None, None, False))
                            for label, predictor in runs.items()}, repeats=1, warmup=0)
         for label, seconds in once.items():
