@@ -207,9 +207,17 @@ def test_paper_trainer_builds_its_loss_with_and_without_deep_supervision():
     target = _line([0] * 6 + [1] * 2)
     value = loss([torch.zeros(1, 2, 1, 1, 8), torch.zeros(1, 2, 1, 1, 4)], [target, target[..., ::2]])
     assert torch.isfinite(value)
-    trainer.label_manager.has_ignore_label = True
-    with pytest.raises(registry.UnsupportedConfigurationError, match="nnUNetTrainerLightMedSeg"):
-        nnUNetTrainerLightMedSeg_Paper._build_loss(trainer)
+
+
+@pytest.mark.parametrize("labels", [{"background": 0, "a": 1, "ignore": 2},
+                                    {"background": 0, "whole": [1, 2], "core": 2}])
+def test_paper_trainer_refuses_regions_and_ignore_labels_before_making_folders(labels, monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    dataset_json = {"channel_names": {"0": "x"}, "labels": labels, "regions_class_order": [1, 2]}
+    with pytest.raises(registry.UnsupportedConfigurationError, match="nnUNetTrainerLightMedSeg_Paper: the paper's"):
+        nnUNetTrainerLightMedSeg_Paper({"label_manager": "LabelManager", "continue_training": False}, "3d_fullres",
+                                       0, dataset_json, torch.device("cpu"))
+    assert not (tmp_path / "results").exists()
 
 
 def test_paper_recipe_settings():

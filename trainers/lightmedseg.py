@@ -4,7 +4,9 @@ The default trainers use nnU-Net's recipe; `_Paper` uses the paper's (Sec. 3.7 a
 0.5 x boundary BCE, all weighted by inverse voxel frequency; AdamW, lr 2e-4, weight decay 1e-5, a
 short warm-up then cosine annealing to 1e-9; no deep supervision.
 """
+import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_lightseg.registry import UnsupportedConfigurationError
 from nnunet_lightseg.trainers.base import LightSegTrainer
@@ -52,12 +54,17 @@ class nnUNetTrainerLightMedSeg_Paper(PaperRecipe, nnUNetTrainerLightMedSeg):
     paper_min_lr = 1e-9
     paper_warmup_fraction = 0.05
 
-    def _build_loss(self):
-        if self.label_manager.has_regions or self.label_manager.has_ignore_label:
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        # Refused before nnU-Net makes the fold folder and its log.
+        labels = PlansManager(plans).get_label_manager(dataset_json)
+        if labels.has_regions or labels.has_ignore_label:
             raise UnsupportedConfigurationError(
                 f"{type(self).__name__}: the paper's loss takes plain labels, but this dataset has "
-                f"{'regions' if self.label_manager.has_regions else 'an ignore label'}. "
+                f"{'regions' if labels.has_regions else 'an ignore label'}. "
                 f"Train with nnUNetTrainerLightMedSeg (nnU-Net's loss) instead.")
+        super().__init__(plans, configuration, fold, dataset_json, device)
+
+    def _build_loss(self):
         loss = LightMedSegLoss()
         if self.enable_deep_supervision:
             scales = self._get_deep_supervision_scales()
