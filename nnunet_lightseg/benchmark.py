@@ -30,8 +30,8 @@ from typing import Callable
 from nnunet_lightseg import output_folder, plan_profile, report
 from nnunet_lightseg.baselines import PLANNERS, REFERENCE, SCHEDULABLE_REFERENCE, Entry, parse_entry
 from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID, DEFAULT_DATASET_NAME, DemoSettings, write_dataset
-from nnunet_lightseg.errors import LightSegError, StateFileError, StepFailed, UsageError
-from nnunet_lightseg.nnunet_env import (AUGMENTATION_WORKERS, DEFAULT_TRAINERS, PREPROCESSED, RAW, RESULTS,
+from nnunet_lightseg.errors import BenchmarkInterrupted, LightSegError, StateFileError, StepFailed, UsageError
+from nnunet_lightseg.nnunet_env import (DEFAULT_TRAINERS, PREPROCESSED, RAW, RESULTS, choose_workers,
                                         dataset_name, private_environment, require_folders, run_logged)
 from nnunet_lightseg.schedules import DEPRECATED_VARIABLES, Schedule, scheduled_name, split
 
@@ -40,16 +40,6 @@ DEMO_SCHEDULE = Schedule(epochs=5, iterations=20)  # without -d: a short CPU sch
 
 Runner = Callable[[list, dict, str], object]  # (command, env, log path); raises StepFailed
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class BenchmarkInterrupted(LightSegError):
-    """SIGINT or SIGTERM stopped the benchmark; `signal_number` says which."""
-
-    def __init__(self, signal_number: int, during: str = ""):
-        self.signal_number = signal_number
-        where = f" during {during}" if during else ""
-        super().__init__(f"stopped by {signal.Signals(signal_number).name}{where}: run the same command again to "
-                         f"resume (finished folds are skipped, an interrupted one goes on from its last checkpoint).")
 
 
 @contextmanager
@@ -259,17 +249,17 @@ def _run(config: BenchmarkConfig, runner: Runner, say) -> BenchmarkResult:
     else:
         require_folders()
         dataset, configuration = dataset_name(config.dataset), config.configuration
+    env = dict(os.environ)
+    workers = choose_workers(env, planning=config.dataset is None)  # refuses a bad value before the folder is claimed
     moved = output_folder.claim(output, config.force)  # before anything is written into it
     if moved:
         say(f"--force: moved what {output} held into {moved}")
     if config.dataset is None:
-        env = private_environment(output)
+        env = private_environment(output, env)
         write_dataset(env[RAW], DemoSettings())
-    else:
-        env = dict(os.environ)
     for variable in DEPRECATED_VARIABLES:  # the trainer names carry the schedule
         env.pop(variable, None)
-    env.setdefault(AUGMENTATION_WORKERS, "1" if config.device == "cpu" else "4")
+    say(workers)
     say(f"benchmark of {len(entries)} trainers x folds {list(config.folds)} on {dataset} {configuration} "
         f"({schedule.describe()}, device {config.device}) into {output}")
     result = BenchmarkResult(train_all(dataset, configuration, entries, list(config.folds), env, output,

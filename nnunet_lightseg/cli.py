@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from nnunet_lightseg.errors import LightSegError, UsageError
+from nnunet_lightseg.errors import BenchmarkInterrupted, LightSegError, UsageError
 from nnunet_lightseg.nnunet_env import DEFAULT_TRAINERS
 from nnunet_lightseg.output_folder import ASIDE_PREFIX
 
@@ -259,6 +259,8 @@ def main(argv=None) -> int:
         return args.func(args)
     except (UsageError, UnknownModelError, UnsupportedConfigurationError) as error:
         return _failed(args, error, EXIT_USAGE)
+    except BenchmarkInterrupted as error:  # the shell's convention for a process stopped by a signal
+        return _failed(args, error, 128 + error.signal_number)
     except LightSegError as error:
         return _failed(args, error, EXIT_FAILED)
 

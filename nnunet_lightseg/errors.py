@@ -6,6 +6,8 @@ message on stderr and an exit status.
 """
 from __future__ import annotations
 
+import signal
+
 
 class LightSegError(Exception):
     """Base class: something the user can fix; str() says what and how."""
@@ -53,3 +55,13 @@ class OutputFolderError(UsageError):
 
 class StateFileError(LightSegError):
     """A state file of ours that is not valid JSON or not of the expected shape."""
+
+
+class BenchmarkInterrupted(LightSegError):
+    """SIGINT or SIGTERM stopped the benchmark; `signal_number` says which."""
+
+    def __init__(self, signal_number: int, during: str = ""):
+        self.signal_number = signal_number
+        where = f" during {during}" if during else ""
+        super().__init__(f"stopped by {signal.Signals(signal_number).name}{where}: run the same command again to "
+                         f"resume (finished folds are skipped, an interrupted one goes on from its last checkpoint).")

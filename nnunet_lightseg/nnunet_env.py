@@ -89,8 +89,9 @@ def dataset_name(dataset: str) -> str:
     try:
         return maybe_convert_to_dataset_name(dataset)
     except (RuntimeError, ValueError) as error:
-        raise NnUNetEnvironmentError(f"dataset {dataset!r} not found ({error}). Check {RAW}/{PREPROCESSED} and "
-                                     f"the dataset id or name.") from None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise NnUNetEnvironmentError(f"dataset {dataset!r} not found ({first_line}). Check {RAW}/{PREPROCESSED} "
+                                     f"and the dataset id or name.") from None
 
 
 def results_folder(dataset: str) -> str:
@@ -136,6 +137,10 @@ def run_logged(command: list[str], env: Mapping[str, str], log_path: str,
                 if echo is not None:
                     echo(line.rstrip("\n"))
             code = process.wait()
+        except BaseException:  # a signal or Ctrl-C in our process: stop the child too, then pass it on
+            process.terminate()
+            process.wait()
+            raise
         finally:
             if timer:
                 timer.cancel()

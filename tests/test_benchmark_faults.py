@@ -106,7 +106,7 @@ def interrupt_after_a_checkpoint(env, output, stop) -> int:
         errors.seek(0)
         message = errors.read()
     name = signal.Signals(stop).name
-    assert status != 0 and "Traceback" not in message, message
+    assert status == 128 + stop and "Traceback" not in message, message  # the shell's convention
     assert message.strip().splitlines()[-1].endswith(
         "run the same command again to resume (finished folds are skipped, an interrupted one goes on from "
         "its last checkpoint)."), message
