@@ -89,9 +89,9 @@ def dataset_name(dataset: str) -> str:
     try:
         return maybe_convert_to_dataset_name(dataset)
     except (RuntimeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise NnUNetEnvironmentError(f"dataset {dataset!r} not found ({first_line}). Check {RAW}/{PREPROCESSED} "
-                                     f"and the dataset id or name.") from None
+        said = str(error).strip().split(". ")[0].splitlines()[0] if str(error).strip() else type(error).__name__
+        raise NnUNetEnvironmentError(f"dataset {dataset!r} not found ({said}): check the dataset id or name, and "
+                                     f"{RAW}/{PREPROCESSED}.") from None
 
 
 def results_folder(dataset: str) -> str:

@@ -187,3 +187,15 @@ def test_benchmark_on_the_demo_data_refuses_worker_counts_nnunet_cannot_take(cap
     assert main(["benchmark", "--output", str(tmp_path / "bench"), "--no-profile"]) == EXIT_FAILED
     assert "nnUNet_n_proc_DA='0'" in error_line(capsys)
     assert not os.path.exists(tmp_path / "bench" / "raw")  # nothing planned or trained
+
+
+@pytest.mark.parametrize("command", [["report", "-d", "998", "-c", "3d_fullres"],
+                                     ["benchmark", "-d", "998", "-c", "3d_fullres", "--no-profile"]])
+def test_an_unknown_dataset_is_one_line(capsys, monkeypatch, tmp_path, command):
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    output = ["--output", str(tmp_path / "bench")] if command[0] == "benchmark" else []
+    assert main(command + output) == EXIT_FAILED
+    err = error_line(capsys)
+    assert len(err.strip().splitlines()) == 1 and "dataset '998' not found" in err, err
+    assert not (tmp_path / "bench").exists()
