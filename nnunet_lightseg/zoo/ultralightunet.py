@@ -1,4 +1,4 @@
-"""UltraLightUNet variants (T, S, base, M, L) and the paper's component ablations (Table 6)."""
+"""UltraLightUNet variants (T, S, base, M, L) and the paper's component ablations (Table 4)."""
 from dynamic_network_architectures.building_blocks.helper import convert_dim_to_conv_op
 
 from nnunet_lightseg.architectures.ultralightunet import VARIANT_CHANNELS, UltraLightUNet
@@ -7,8 +7,8 @@ from nnunet_lightseg.registry import ModelSpec, PaperFigures, fit_strides, regis
 PAPER = "Rahman & Marculescu, UltraLightUNet, ICLR 2025 submission"
 NUM_STAGES = 5
 
-# (2D params, 2D GMAC at 3x256^2, 3D params, 3D GMAC at 96^3): the paper's Tables 1 and 4
-# (../shared/specs/ultralightunet.md). 2D: 3 input channels, 1 class.
+# (2D params, 2D GMAC at 3x256^2, 3D params, 3D GMAC at 96^3): the paper's Tables 1 and 9 (2D) and
+# Tables 3 and 10 (3D) (../shared/specs/ultralightunet.md). 2D: 3 input channels, 1 class.
 PAPER_FIGURES = {
     "T": (0.027e6, 0.062, 0.061e6, 1.45),
     "S": (0.093e6, 0.125, 0.163e6, 2.03),
@@ -43,4 +43,4 @@ for _name, _mkira, _gag, _what in (("MKIROnly", False, False, "MKIR only (no CMF
                                    ("MKIR_MKIRA", True, False, "MKIR + MKIRA (no GAG)")):
     register(ModelSpec(name=f"UltraLightUNet_{_name}", family="UltraLightUNet", paper=PAPER, dims=(2, 3),
                        build=_builder(VARIANT_CHANNELS["base"], _mkira, _gag),
-                       description=f"ablation (Table 6): {_what}, base widths"))
+                       description=f"ablation (Table 4): {_what}, base widths"))
