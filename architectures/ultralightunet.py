@@ -29,6 +29,7 @@ VARIANT_CHANNELS = {
     "L": (64, 128, 256, 384, 512),
 }
 CMFA_REDUCTIONS = (16, 16, 16, 8, 4)  # deepest decoder stage first (notes: "16, 16, 16, 8, 4")
+BLOCK_CONV_INIT_STD = 0.02  # the authors' code: every block's convs N(0, 0.02^2) (UltraLightUNet.initialise)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -223,6 +224,21 @@ class UltraLightUNet(FastInferenceModule):
         # Heads on the decoder outputs at 1/2, 1/4, 1/8 (the authors' code builds these too).
         self.ds_heads = nn.ModuleList(conv_op(decoder_widths[5 - i], num_classes, 1)
                                       for i in range(1, self.num_deep_supervision_heads + 1))
+        self.initialise()
+
+    def initialise(self) -> None:
+        """As the authors' 2D code (MK-UNet) initialises: every conv of the blocks (MKIR and its
+        depthwise convs, CMFA's channel and spatial attention, GAG) from N(0, BLOCK_CONV_INIT_STD^2)
+        with zero bias, batch norms at weight 1 and bias 0; the 1x1 heads keep PyTorch's defaults.
+        The paper states none; its 3D network is the 2D one with 3D operations, so the 3D convs
+        follow the same rule. With batch norm after most of these convs, the small weights give SGD
+        larger relative steps than PyTorch's defaults do (docs/training.md, issue 11)."""
+        for block in (*self.encoder, *self.decoder):
+            for module in block.modules():
+                if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+                    nn.init.normal_(module.weight, std=BLOCK_CONV_INIT_STD)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
 
     def prepare_inference_copy(self) -> None:
         for module in list(self.modules()):
