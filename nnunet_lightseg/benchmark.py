@@ -273,8 +273,6 @@ def _run(config: BenchmarkConfig, runner: Runner, say) -> BenchmarkResult:
                                                                       predictor=config.predictor),
                                            progress=say, env=env)
             plan_profile.write(profile, os.path.join(output, "profile.json"))
-        except BenchmarkInterrupted:
-            raise
         except LightSegError as error:
             say(f"profile failed: {error}")
     try:
@@ -285,8 +283,6 @@ def _run(config: BenchmarkConfig, runner: Runner, say) -> BenchmarkResult:
         result.report_files = report.write(built, report_folder, f"{dataset} {configuration}")
         say(built["summary"].to_string(index=False))
         say(f"report: {result.report_files[-1]}")
-    except BenchmarkInterrupted:
-        raise
     except LightSegError as error:
         say(f"report failed: {error}")
     finally:  # the failures are shown even when the report stops on a bug

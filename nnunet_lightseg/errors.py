@@ -57,8 +57,9 @@ class StateFileError(LightSegError):
     """A state file of ours that is not valid JSON or not of the expected shape."""
 
 
-class BenchmarkInterrupted(LightSegError):
-    """SIGINT or SIGTERM stopped the benchmark; `signal_number` says which."""
+class BenchmarkInterrupted(Exception):
+    """SIGINT or SIGTERM stopped the benchmark; `signal_number` says which. Not a LightSegError, so
+    that no handler of expected errors (a failed profile or report step) can take it for one."""
 
     def __init__(self, signal_number: int, during: str = ""):
         self.signal_number = signal_number
