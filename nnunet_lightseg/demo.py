@@ -17,7 +17,7 @@ from typing import Callable
 
 from nnunet_lightseg import output_folder
 from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID, LABELS, DemoSettings, write_dataset
-from nnunet_lightseg.errors import OutputFolderError, UsageError
+from nnunet_lightseg.errors import UsageError
 from nnunet_lightseg.nnunet_env import RAW, choose_workers, private_environment, require_folders, run_logged
 from nnunet_lightseg.schedules import DEPRECATED_VARIABLES, Schedule, scheduled_name, split
 
@@ -62,17 +62,6 @@ def _echo(say: Callable[[str], None]) -> Callable[[str], None]:
     return echo
 
 
-def _claim(work: str, force: bool, say: Callable[[str], None]) -> None:
-    """`output_folder.claim`, with a folder we cannot write to refused as an OutputFolderError."""
-    try:
-        moved = output_folder.claim(work, force)
-    except OSError as error:  # read-only, or a path through a file
-        raise OutputFolderError(f"--output {work}: cannot write there ({error.strerror}); give a folder you can "
-                                f"write to.") from None
-    if moved:
-        say(f"--force: moved what {work} held into {moved}")
-
-
 def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> DemoResult:
     """Run the demo; raises LightSegError (StepFailed when a stock command fails)."""
     work = os.path.abspath(config.output)
@@ -80,7 +69,9 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> DemoResu
         require_folders()
     env = dict(os.environ)
     workers = choose_workers(env)  # before anything is written
-    _claim(work, config.force, say)
+    moved = output_folder.claim(work, config.force)
+    if moved:
+        say(f"--force: moved what {work} held into {moved}")
     if not config.use_nnunet_env:
         env = private_environment(work, base=env)
     say(workers)

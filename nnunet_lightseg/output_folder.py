@@ -43,16 +43,21 @@ def claim(folder: str, force: bool = False) -> str | None:
     """Make `folder` ours (create it, or accept it as is) and mark it.
 
     Returns the folder the earlier entries were moved into (with `force`), else None. Raises
-    OutputFolderError, touching nothing, when it holds entries not ours and `force` is off.
+    OutputFolderError, touching nothing, when it holds entries not ours and `force` is off, and
+    when it cannot be written to (read-only, or a path through a file).
     """
     check(folder, force)
     moved = None
-    if os.path.isdir(folder) and not is_ours(folder) and os.listdir(folder):
-        moved = move_aside(folder)
-    os.makedirs(folder, exist_ok=True)
-    if not is_ours(folder):
-        with open(os.path.join(folder, MARKER), "w") as f:
-            f.write(MARKER_TEXT)
+    try:
+        if os.path.isdir(folder) and not is_ours(folder) and os.listdir(folder):
+            moved = move_aside(folder)
+        os.makedirs(folder, exist_ok=True)
+        if not is_ours(folder):
+            with open(os.path.join(folder, MARKER), "w") as f:
+                f.write(MARKER_TEXT)
+    except OSError as error:
+        raise OutputFolderError(f"--output {folder}: cannot write there ({error.strerror}); give a folder you "
+                                f"can write to.") from None
     return moved
 
 
