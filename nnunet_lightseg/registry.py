@@ -177,15 +177,18 @@ def get(name: str) -> ModelSpec:
     return _REGISTRY[key]
 
 
-def fit_strides(plan: Plan, num_stages: int) -> list[tuple[int, ...]]:
+def fit_strides(plan: Plan, num_stages: int, stride_one_at: Optional[int] = None) -> list[tuple[int, ...]]:
     """Per-stage strides for a network with `num_stages` downsampling steps.
 
-    Takes the plan's steps in order; a plan with fewer steps leaves the remaining stages at
-    stride 1 (they still compute, at the coarsest resolution the plan allows); a plan with more
-    steps than the network has stages keeps the first `num_stages`. The paper's own configuration
-    (no steps) is 2x on every axis at every stage.
+    Takes the plan's steps in order; a plan with fewer steps runs the remaining stages at stride 1
+    (they still compute, at the resolution where they sit): after the plan's steps, at the coarsest
+    resolution the plan allows, or from stage index `stride_one_at` on when a network names one
+    (LightMedSeg: right after the stem, docs/architectures/lightmedseg.md). A plan with more steps
+    than the network has stages keeps the first `num_stages`. The paper's own configuration (no
+    steps) is 2x on every axis at every stage.
     """
     if plan.steps is None:
         return [(2,) * plan.dim] * num_stages
     steps = list(plan.steps[:num_stages])
-    return steps + [(1,) * plan.dim] * (num_stages - len(steps))
+    at = len(steps) if stride_one_at is None else min(stride_one_at, len(steps))
+    return steps[:at] + [(1,) * plan.dim] * (num_stages - len(steps)) + steps[at:]
