@@ -21,7 +21,6 @@ from torch import nn
 
 from nnunet_lightseg.architectures.blocks.separable import DepthwiseSeparableConv
 from nnunet_lightseg.architectures.blocks.squeeze_excitation import SqueezeExcitation
-from nnunet_lightseg.architectures.fast_inference import FastInferenceModule
 from nnunet_lightseg.architectures.shapes import crop_to, cumulative_strides, pad_to_multiple, scaled_size
 
 PAPER_WIDTHS = (24, 48, 96, 432)  # stages 0-2 and the bottleneck (notes: base width 24)
@@ -208,7 +207,7 @@ class DecoderLevel(nn.Module):
         return self.block(self.merge(torch.cat([x, skip], dim=1)), identifiers)
 
 
-class DALight3D(FastInferenceModule):
+class DALight3D(nn.Module):
     """DALight-3D: a four-stage 3D U-Net (three downsampling steps) of DALight blocks.
 
     Args:

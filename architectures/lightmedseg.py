@@ -22,7 +22,6 @@ from torch import nn
 
 from nnunet_lightseg.architectures.blocks.ghost import GhostConv
 from nnunet_lightseg.architectures.blocks.squeeze_excitation import SqueezeExcitation
-from nnunet_lightseg.architectures.fast_inference import FastInferenceModule
 from nnunet_lightseg.architectures.shapes import crop_to, cumulative_strides, pad_to_multiple, scaled_size
 
 STEM_CHANNELS = 8  # C0
@@ -251,7 +250,7 @@ class DecoderStage(nn.Module):
         return self.se(gated)
 
 
-class LightMedSeg(FastInferenceModule):
+class LightMedSeg(nn.Module):
     """LightMedSeg for 3D volumes.
 
     strides: four per-axis steps, (stem, pool after stage 1, pool after stage 2, pool after stage 3);

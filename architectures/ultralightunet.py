@@ -18,7 +18,6 @@ from torch import nn
 
 from nnunet_lightseg.architectures.blocks.attention import ChannelAttention, SpatialAttention
 from nnunet_lightseg.architectures.blocks.ops import interpolation_mode
-from nnunet_lightseg.architectures.fast_inference import FastConv, FastInferenceModule
 from nnunet_lightseg.architectures.shapes import crop_to, cumulative_strides, pad_to_multiple
 
 VARIANT_CHANNELS = {
@@ -79,47 +78,6 @@ class MKIR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = channel_shuffle(self.mkdc(self.expand(x)), self.shuffle_groups)
         return self.project(out) + self.shortcut(x)
-
-    def fold_channel_shuffle(self) -> None:
-        """Permute the projection's input channels so that it reads the unshuffled MKDC output.
-
-        project(shuffle(h)) == project'(h); used by the inference copy (fast_inference.py),
-        where the shuffle's layout copy then disappears.
-        """
-        conv = self.project[0]
-        order = channel_shuffle(torch.arange(conv.weight.shape[1]).reshape(1, -1, 1), self.shuffle_groups).flatten()
-        weight = torch.empty_like(conv.weight)
-        weight[:, order] = conv.weight
-        conv.weight.data = weight
-        self.shuffle_groups = 1
-
-
-class InferenceMKIR(nn.Module):
-    """MKIR as the inference copy runs it, built from an MKIR whose convs are `FastConv`s.
-
-    The same function with fewer passes over memory: the channel shuffle folded into the
-    projection, the MKDC branches (conv, BN and ReLU6 fused) summed in place, and the projection
-    accumulated into the shortcut conv's output (its bias moved there).
-    """
-
-    def __init__(self, mkir: MKIR):
-        super().__init__()
-        mkir.fold_channel_shuffle()
-        self.expand = mkir.expand
-        self.branches = nn.ModuleList(branch[0] for branch in mkir.mkdc.branches)
-        self.project, self.shortcut = mkir.project[0], mkir.shortcut
-        if isinstance(self.shortcut, FastConv):
-            self.shortcut.bias.add_(self.project.bias)
-            self.project.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.expand(x)
-        mixed = self.branches[0](hidden)
-        for branch in self.branches[1:]:
-            mixed += branch(hidden)
-        if isinstance(self.shortcut, nn.Identity):
-            return self.project(mixed).add_(x)
-        return self.project.add_to(mixed, self.shortcut(x))
 
 
 class CMFA(nn.Module):
@@ -182,7 +140,7 @@ class DecoderStage(nn.Module):
         return x + (self.gag(x, skip) if self.gag is not None else skip)
 
 
-class UltraLightUNet(FastInferenceModule):
+class UltraLightUNet(nn.Module):
     """UltraLightUNet: five MKIR encoder stages, five MKIRA decoder stages with GAG skips (Fig. 2).
 
     Args:
@@ -239,12 +197,6 @@ class UltraLightUNet(FastInferenceModule):
                     nn.init.normal_(module.weight, std=BLOCK_CONV_INIT_STD)
                     if module.bias is not None:
                         nn.init.zeros_(module.bias)
-
-    def prepare_inference_copy(self) -> None:
-        for module in list(self.modules()):
-            for name, child in module.named_children():
-                if isinstance(child, MKIR):
-                    setattr(module, name, InferenceMKIR(child))
 
     @property
     def output_strides(self) -> list[tuple[int, ...]]:

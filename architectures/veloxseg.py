@@ -21,7 +21,6 @@ from torch import nn
 from nnunet_lightseg.architectures.blocks.layer_norm import LayerNormChannelsFirst
 from nnunet_lightseg.architectures.blocks.pixel_shuffle import pixel_shuffle, pixel_unshuffle
 from nnunet_lightseg.architectures.blocks.window_attention import PairedWindowAttention
-from nnunet_lightseg.architectures.fast_inference import FastInferenceModule
 from nnunet_lightseg.architectures.shapes import crop_to, cumulative_strides, pad_to_multiple, scaled_size
 
 WIDTHS = (16, 32, 64, 128)
@@ -125,7 +124,7 @@ class VeloxFeatures(NamedTuple):
     decoder: torch.Tensor              # the segmentation decoder's finest features (up1)
 
 
-class VeloxSeg(FastInferenceModule):
+class VeloxSeg(nn.Module):
     """VeloxSeg for 3D inputs of `in_channels` modalities (one transformer stream each).
 
     strides: four per-axis strides, one per level (paper: (4,4,4) then (2,2,2) three times).

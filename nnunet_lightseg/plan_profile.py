@@ -32,11 +32,11 @@ import torch
 from torch import nn
 
 from nnunet_lightseg import output_folder, profiling, registry
-from nnunet_lightseg.architectures.fast_inference import apply_training_memory_format
 from nnunet_lightseg.baselines import REFERENCE, Entry
 from nnunet_lightseg.errors import LightSegError, OutputFolderError, ProfileError, UsageError
 from nnunet_lightseg.nnunet_env import DEFAULT_TRAINERS, PREPROCESSED, dataset_name, results_folder
 from nnunet_lightseg.timing import median_seconds
+from nnunet_lightseg.trainers.training_layout import apply_training_memory_format
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -2,9 +2,9 @@
 
 GMAC is counted with `torch.utils.flop_counter.FlopCounterMode` and divided by two (papers in
 this field print MACs as "FLOPs"). It counts convolutions and matrix products, not norms or
-elementwise ops, on the plain graph (not the inference fast path of
-architectures/fast_inference.py, which folds and fuses some of them). Latency is the median of
-timed forward passes in inference mode after warm-up (`timing.median_seconds`). A network pads a
+elementwise ops, on the plain graph (not the CPU inference engine of cpu_inference.py, which
+folds and fuses some of them). Latency is the median of timed forward passes in inference mode
+after warm-up (`timing.median_seconds`), through the engine, as nnUNetv2_predict runs our networks. A network pads a
 patch its total stride does not divide: `forward_cost` says to what size. `check_size` refuses
 requests too large to allocate (limits below), before anything is built.
 """
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nnunet_lightseg.architectures.fast_inference import plain_path
+from nnunet_lightseg.cpu_inference import enable, plain_path
 from nnunet_lightseg.errors import UsageError
 from nnunet_lightseg.timing import median_seconds
 
@@ -68,12 +68,13 @@ def forward_cost(network: nn.Module, input_shape: Sequence[int]) -> tuple[float,
 
 def measure_latency(network: nn.Module, input_shape: Sequence[int], repeats: int = 5, warmup: int = 1,
                     threads: int | None = None) -> dict:
-    """Median seconds per forward pass on CPU, with the settings that produced it."""
+    """Median seconds per forward pass on CPU (through the inference engine, as nnUNetv2_predict
+    runs the network), with the settings that produced it."""
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        network.eval()
+        enable(network).eval()
         x = torch.randn(tuple(input_shape))
         with torch.inference_mode():
             latency = median_seconds(lambda: network(x), repeats, warmup)

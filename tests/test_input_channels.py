@@ -1,4 +1,4 @@
-"""The input-channel check of our trainers' networks: named before the network runs, fast path on or off."""
+"""The input-channel check of our trainers' networks: named before the network runs, engine on or off."""
 import json
 import os
 import shutil
@@ -8,8 +8,7 @@ import torch
 
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_lightseg import trainers
-from nnunet_lightseg.architectures import fast_inference
+from nnunet_lightseg import cpu_inference, trainers
 from nnunet_lightseg.trainers.input_channels import InputChannelsError, channel_names, check_case
 
 PATCH = (16, 16, 16)
@@ -48,8 +47,8 @@ def test_a_case_with_a_missing_channel_is_named_before_the_network_runs(model_fo
     network.register_forward_hook(lambda *args: ran.append(True))
     with torch.inference_mode():
         assert network(torch.randn(1, 2, *PATCH)).shape == (1, 3, *PATCH)
-        assert fast_inference.cached_copy(network) is not None  # the bad input goes to the fast path's copy
-        with fast_inference.plain_path() if not fast else torch.inference_mode():
+        assert cpu_inference.copies_built(network) == 1  # the trainer's network predicts through the engine
+        with cpu_inference.plain_path() if not fast else torch.inference_mode():
             with pytest.raises(InputChannelsError) as error:
                 network(torch.randn(1, 1, *PATCH))
     assert str(error.value).startswith("the model expects 2 input channels (T2, ADC, from dataset.json), "

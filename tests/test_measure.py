@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from nnunet_lightseg import registry
-from nnunet_lightseg.architectures import fast_inference
+from nnunet_lightseg import cpu_inference, registry
 from nnunet_lightseg.measure import inference_steps, training_layout
 
 
@@ -14,7 +13,7 @@ def test_plain_step_runs_the_plain_graph_and_fast_steps_run_copies():
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.inference_mode():
         plain = calls["plain"](x)
-        assert fast_inference.cached_copy(network) is None  # the network's own fast path was not taken
+        assert cpu_inference.copies_built(network) == 0  # the plain step ran the network itself, not the engine
         for step, call in calls.items():
             torch.testing.assert_close(call(x), plain, rtol=1e-4, atol=1e-5, msg=step)
 

@@ -19,11 +19,11 @@ from torch._dynamo import OptimizedModule
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunet_lightseg import registry
-from nnunet_lightseg.architectures.fast_inference import apply_training_memory_format
+from nnunet_lightseg import cpu_inference, registry
 from nnunet_lightseg.errors import UsageError
 from nnunet_lightseg.schedules import ITERATIONS_VARIABLE, VAL_ITERATIONS_VARIABLE
 from nnunet_lightseg.trainers.input_channels import InputChannelCheck
+from nnunet_lightseg.trainers.training_layout import apply_training_memory_format
 
 
 def _positive_int_from_env(variable: str) -> int | None:
@@ -100,7 +100,8 @@ class LightSegTrainer(IterationsFromEnvironment, nnUNetTrainer):
 
         Called on the class by nnU-Net's predictor too; the parameter set does not depend on
         `enable_deep_supervision`, so checkpoints load strictly. The network checks the channels of
-        its input before it runs (`input_channels`).
+        its input before it runs (`input_channels`), and predicts on a CPU through the inference
+        engine (`cpu_inference`; the state_dict is unchanged).
         """
         spec = cls.model_spec()
         network = spec.create(registry.Plan.from_configuration(configuration_manager, num_input_channels,
@@ -108,11 +109,11 @@ class LightSegTrainer(IterationsFromEnvironment, nnUNetTrainer):
                                                                enable_deep_supervision and spec.deep_supervision))
         network.register_forward_pre_hook(InputChannelCheck(num_input_channels, plans_manager.dataset_name,
                                                             cls.__name__, plans_manager.plans_name))
-        return network
+        return cpu_inference.enable(network)
 
     def initialize(self):
-        """nnU-Net's initialisation; on CPU, conv weights then go channels-last where the network
-        prefers it for training (a layout change only: same maths, same state_dict keys)."""
+        """nnU-Net's initialisation; on CPU, conv weights (and input batches) then go channels-last
+        where the network trains faster so (`training_layout`; same maths, same state_dict keys)."""
         super().initialize()
         network = unwrap(self.network)
         if self.device.type == "cpu":

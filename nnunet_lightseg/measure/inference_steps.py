@@ -1,12 +1,12 @@
 """Per-patch CPU inference latency of the default paper models against nnU-Net's default network.
 
 Every network runs in eval mode under torch.inference_mode, float32, batch 1, on a random patch.
-Each model is timed at every step of the fast path (architectures/fast_inference.py), cumulatively:
+Each model is timed at every step of the CPU inference engine (cpu_inference.py), cumulatively:
 
     plain            the training graph, default memory format
     +channels-last   weights and input channels-last
     +conv rewrites   batch norm folded, activations fused into oneDNN convs, 1x1 convs as matmuls
-    +network rules   the network's own rewrites (= the fast path `nnUNetv2_predict` uses)
+    +network rules   the engine's block rules (= what `nnUNetv2_predict` runs)
 
 nnU-Net's default net (PlainConvUNet from the plan) is timed plain and channels-last. All
 (model, step) pairs run once per round, interleaved, so machine load affects all alike; the table
@@ -26,8 +26,8 @@ import statistics
 import torch
 
 from nnunet_lightseg import registry
-from nnunet_lightseg.architectures.fast_inference import (build_inference_copy, channels_last_format, plain_path,
-                                                           run_inference_copy)
+from nnunet_lightseg.cpu_inference import build_inference_copy, run_inference_copy
+from nnunet_lightseg.memory_layout import channels_last_format
 from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
 from nnunet_lightseg.profiling import count_gmac, machine_description
 from nnunet_lightseg.timing import timed_runs
@@ -51,7 +51,7 @@ STEPS = {
     "plain": None,
     "+channels-last": ("memory_format",),
     "+conv rewrites": ("memory_format", "rewrite_convs"),
-    "+network rules": ("memory_format", "rewrite_convs", "network_specific"),
+    "+network rules": ("memory_format", "rewrite_convs", "block_rules"),
 }
 
 
@@ -77,11 +77,7 @@ def variants(network: torch.nn.Module, ndim: int, ours: bool) -> dict:
         copied = copy.deepcopy(network).to(memory_format=last)
         return {"plain": network, "+channels-last": lambda x: copied(x.contiguous(memory_format=last)).contiguous()}
 
-    def plain(x):
-        with plain_path():  # calling the network itself in eval mode would take the fast path
-            return network(x)
-
-    calls = {"plain": plain}
+    calls = {"plain": network}  # built from the registry: the engine is not enabled on it
     for step, rewrites in list(STEPS.items())[1:]:
         fast = build_inference_copy(network, ndim, rewrites)
         calls[step] = lambda x, fast=fast: run_inference_copy(fast, x)

@@ -1,0 +1,168 @@
+"""The CPU inference engine (nnunet_lightseg/cpu_inference.py) computes what the plain graph does,
+builds one copy per set of weights, and leaves the networks and their checkpoints as they are."""
+import copy
+import logging
+import pathlib
+
+import pytest
+import torch
+
+from nnunet_lightseg import cpu_inference, registry
+from nnunet_lightseg.cpu_inference import ENVIRONMENT_VARIABLE, copies_built, plain_path
+
+# (model, dim, input shape): every default paper model, on small patches with a plan of three 2x steps.
+MODELS = [("UltraLightUNet", 2, (1, 2, 32, 40)), ("UltraLightUNet", 3, (1, 2, 16, 24, 16)),
+          ("VeloxSeg", 3, (1, 2, 16, 24, 16)), ("LightMedSeg", 3, (1, 2, 16, 24, 16)),
+          ("DALight3D", 3, (1, 2, 16, 24, 16))]
+
+
+def build(name: str, dim: int, shape, seed: int = 0) -> torch.nn.Module:
+    """The network with random weights and random batch-norm statistics, engine enabled, in eval mode."""
+    torch.manual_seed(seed)
+    network = registry.get(name).create(registry.Plan(shape[1], 3, shape[2:], [(2,) * dim] * 3))
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    return cpu_inference.enable(network).eval()
+
+
+def assert_close(fast: torch.Tensor, plain: torch.Tensor) -> None:
+    assert fast.shape == plain.shape and fast.is_contiguous()
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
+
+
+@pytest.mark.parametrize("name,dim,shape", MODELS, ids=[f"{m}-{d}d" for m, d, _ in MODELS])
+def test_copy_matches_plain_graph_and_leaves_the_checkpoint_alone(name, dim, shape):
+    network = build(name, dim, shape)
+    plain_network = registry.get(name).create(registry.Plan(shape[1], 3, shape[2:], [(2,) * dim] * 3))
+    state = {k: v.clone() for k, v in network.state_dict().items()}
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        with plain_path():
+            plain = network(x)
+        fast = network(x)
+    assert copies_built(network) == 1  # on by default in eval mode under inference_mode
+    assert_close(fast, plain)
+    after = network.state_dict()  # checkpoints stay ordinary: same keys as the plain network, untouched values
+    assert list(after) == list(plain_network.state_dict()) == list(state)
+    assert all(torch.equal(after[k], v) for k, v in state.items())
+
+
+def test_only_in_eval_mode_without_gradients():
+    network = build("UltraLightUNet", 3, MODELS[1][2])
+    x = torch.randn(MODELS[1][2])
+    network(x)  # eval mode, gradients on
+    with torch.no_grad():
+        network.train()(x)
+        assert copies_built(network) == 0
+        network.eval()(x)
+        assert copies_built(network) == 1
+
+
+def test_switched_off_by_environment_variable(monkeypatch):
+    monkeypatch.setenv(ENVIRONMENT_VARIABLE, "0")
+    network = build("UltraLightUNet", 2, MODELS[0][2])
+    with torch.inference_mode():
+        network(torch.randn(MODELS[0][2]))
+    assert not cpu_inference.enabled() and copies_built(network) == 0
+
+
+def test_without_onednn_the_plain_graph_runs_after_one_log_line(monkeypatch, caplog):
+    cpu_inference.onednn_available.cache_clear()
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    network = build("UltraLightUNet", 2, MODELS[0][2])
+    try:
+        with caplog.at_level(logging.WARNING, logger=cpu_inference.__name__), torch.inference_mode():
+            for _ in range(3):
+                network(torch.randn(MODELS[0][2]))
+    finally:
+        cpu_inference.onednn_available.cache_clear()
+    assert copies_built(network) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "nnunet-lightseg: this torch build lacks oneDNN's fused convolution "
+        "(torch.ops.mkldnn._convolution_pointwise); CPU prediction runs the plain networks."]
+
+
+def test_one_copy_per_fold_whatever_the_number_of_cases():
+    """nnU-Net's predictor loads each fold's weights into the same network before every case."""
+    shape = MODELS[0][2]
+    network = build("UltraLightUNet", 2, shape)
+    folds = [build("UltraLightUNet", 2, shape, seed=fold).state_dict() for fold in range(3)]
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        for _case in range(4):
+            for fold, weights in enumerate(folds):
+                network.load_state_dict(weights)
+                with plain_path():
+                    expected = network(x)
+                assert_close(network(x), expected)
+    assert copies_built(network) == len(folds)
+
+
+def test_in_place_edits_and_the_bound_on_copies():
+    shape = MODELS[0][2]
+    network = build("UltraLightUNet", 2, shape)
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        network(x)
+        with torch.no_grad():
+            next(network.parameters()).add_(0.1)  # an in-place edit bumps the version counter
+        fast = network(x)
+        with plain_path():
+            assert_close(fast, network(x))
+        assert copies_built(network) == 2
+        for _ in range(cpu_inference.MAX_COPIES + 2):
+            with torch.no_grad():
+                next(network.parameters()).add_(0.1)
+            network(x)
+    assert len(cpu_inference._ENGINES[network].copies) == cpu_inference.MAX_COPIES
+
+
+def test_deep_supervision_toggle_reaches_the_copy():
+    shape = MODELS[1][2]
+    network = build("UltraLightUNet", 3, shape)
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        assert torch.is_tensor(network(x))
+        network.deep_supervision = True
+        fast = network(x)
+        with plain_path():
+            plain = network(x)
+    assert len(fast) == len(plain) == 4
+    for f, p in zip(fast, plain):
+        assert_close(f, p)
+
+
+def test_hooks_on_the_network_run_on_the_engine_path_too():
+    shape = MODELS[0][2]
+    network = build("UltraLightUNet", 2, shape)
+    seen = []
+    with torch.inference_mode():
+        network(torch.randn(shape))  # the copy exists before the hook does
+        network.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+        network.register_forward_hook(lambda module, args, output: seen.append(output.shape))
+        network(torch.randn(shape))
+    assert seen == [torch.Size(shape), torch.Size((1, 3, *shape[2:]))]
+
+
+def test_a_deep_copy_of_an_enabled_network_has_its_own_copies():
+    network = build("VeloxSeg", 3, MODELS[2][2])
+    twin = copy.deepcopy(network)
+    with torch.inference_mode():
+        twin(torch.randn(MODELS[2][2]))
+    assert copies_built(twin) == 1 and copies_built(network) == 0
+
+
+def test_baselines_are_left_as_they_are():
+    network = registry.get("MonaiResUNet").create(registry.Plan(1, 2, (16, 16, 16), [(2, 2, 2)] * 3))
+    assert cpu_inference.enable(network) is network and "forward" not in vars(network)
+
+
+def test_the_networks_import_no_inference_code():
+    for path in (pathlib.Path(__file__).parents[1] / "architectures").rglob("*.py"):
+        text = path.read_text()
+        assert "cpu_inference" not in text and "fast_inference" not in text, path
