@@ -1,4 +1,4 @@
-"""`nnunet-lightseg`: list the models, profile them, run the demo, benchmark and report.
+"""`nnunet-lightseg`: list the models, profile them, run the demo, benchmark, report, and export to ONNX.
 
 The only module that turns errors into exit statuses: the commands' modules raise
 `nnunet_lightseg.errors` exceptions (and the registry's), which `main` prints as one line (with
@@ -166,6 +166,27 @@ def command_demo(args) -> int:
     return 0
 
 
+def command_export(args) -> int:
+    from nnunet_lightseg.onnx_export import ExportConfig, export_fold
+
+    metadata = export_fold(ExportConfig(args.dataset, args.configuration, args.trainer, args.fold, args.output,
+                                        plans=args.plans, checkpoint=args.checkpoint, force=args.force))
+    spatial = "dynamic" if metadata["input"]["dynamic_spatial_axes"] else "fixed to the patch size"
+    print(f"exported {metadata['trainer_name']} fold {metadata['fold']} to {args.output} (batch axis dynamic, spatial "
+          f"axes {spatial}; ONNX Runtime within {metadata['parity']['max_relative_difference_at_patch']:.1g} of torch)")
+    return 0
+
+
+def command_predict(args) -> int:
+    from nnunet_lightseg.onnx_predict import OnnxPredictConfig, predict
+
+    records = predict(OnnxPredictConfig(args.onnx, args.input, args.output, tile_step_size=args.step_size,
+                                        mirroring=not args.disable_tta, save_probabilities=args.save_probabilities,
+                                        threads=args.threads, force=args.force), say=_say)
+    print(f"{len(records)} cases in {sum(r['seconds'] for r in records):.1f} s, written to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-lightseg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -247,6 +268,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the nnUNet_raw/_preprocessed/_results folders of your environment instead of --output")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=command_demo)
+
+    p = commands.add_parser("export", parents=[debug], help="write a trained fold as an ONNX network with its plans "
+                                                             "(for predict --onnx)")
+    p.add_argument("-d", dest="dataset", required=True)
+    p.add_argument("-c", dest="configuration", required=True)
+    p.add_argument("-tr", dest="trainer", required=True, help="the trainer the fold was trained with")
+    p.add_argument("-f", dest="fold", required=True, help="one fold: 0-4 or all")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans")
+    p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth")
+    p.add_argument("-o", "--output", dest="output", required=True, help="the export folder")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
+    p.set_defaults(func=command_export)
+
+    p = commands.add_parser("predict", parents=[debug], help="nnU-Net's prediction with an exported ONNX network "
+                                                              "(in one process, one line per case)")
+    p.add_argument("--onnx", required=True, help="a folder written by `nnunet-lightseg export`")
+    p.add_argument("-i", dest="input", required=True, help="images as for nnUNetv2_predict (CASE_0000.nii.gz, ...)")
+    p.add_argument("-o", dest="output", required=True)
+    p.add_argument("-step_size", "--step_size", dest="step_size", type=float, default=0.5,
+                   help="sliding-window tile step (nnU-Net's default 0.5)")
+    p.add_argument("--disable_tta", action="store_true", help="no test-time mirroring (nnUNetv2_predict's flag)")
+    p.add_argument("--save_probabilities", action="store_true")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: torch's)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
+    p.set_defaults(func=command_predict)
     return parser
 
 

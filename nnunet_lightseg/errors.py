@@ -1,7 +1,7 @@
 """The errors the tools raise on purpose (standard library only).
 
 Every message is one line that names the problem and the fix. Library code (`benchmark`, `demo`,
-`report`, `plan_profile`, `nnunet_env`, `schedules`) raises them; only `cli.py` turns them into a
+`report`, `plan_profile`, `onnx_export`, `onnx_predict`, `nnunet_env`, `schedules`) raises them; only `cli.py` turns them into a
 message on stderr and an exit status.
 """
 from __future__ import annotations
@@ -43,6 +43,10 @@ class StepFailed(LightSegError):
 
 class ProfileError(LightSegError):
     """A trainer or plan could not be profiled."""
+
+
+class ExportError(LightSegError):
+    """A fold that cannot be exported as asked: no checkpoint, or ONNX Runtime disagrees with torch."""
 
 
 class ReportError(LightSegError):

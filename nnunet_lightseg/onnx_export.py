@@ -1,0 +1,146 @@
+"""`nnunet-lightseg export`: one trained fold as an ONNX network, with what nnU-Net needs around it.
+
+The fold is loaded the way `nnUNetv2_predict` loads it (`nnUNetPredictor.initialize_from_trained_model_folder`:
+the checkpoint's trainer rebuilds the network without deep supervision and loads the weights),
+then traced on its plain graph (not the CPU inference engine, whose fused oneDNN ops ONNX does
+not have). The batch axis is always dynamic. The spatial axes are dynamic only where the network
+allows it: the export is checked with ONNX Runtime at the plan's patch size and at a second size,
+and where the second disagrees with torch (a size baked into the trace), it is exported again with
+the patch size fixed, which is all nnU-Net's sliding window feeds it.
+
+Beside `model.onnx`: the model folder's `plans.json` and `dataset.json`, and `export.json` (the
+configuration, fold, checkpoint, the checkpoint's trainer name and mirroring axes, the input
+size, and the parity figures of the check). `onnx_predict` rebuilds nnU-Net's predictor from them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nnunet_lightseg import output_folder
+from nnunet_lightseg.cpu_inference import plain_path
+from nnunet_lightseg.errors import ExportError, UsageError
+from nnunet_lightseg.nnunet_env import results_folder
+
+MODEL_FILE, METADATA_FILE = "model.onnx", "export.json"
+OPSET = 17
+PARITY_TOLERANCE = 1e-4  # max |ONNX - torch| over the logits, relative to the largest |logit|
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    dataset: str
+    configuration: str
+    trainer: str
+    fold: str
+    output: str
+    plans: str = "nnUNetPlans"
+    checkpoint: str = "checkpoint_final.pth"
+    force: bool = False
+
+
+def _runtime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UsageError("ONNX export and prediction need onnx and onnxruntime: "
+                         "pip install 'nnunet-lightseg[onnx]'.") from None
+    return onnxruntime
+
+
+def session(path: str, threads: int | None = None):
+    """An ONNX Runtime CPU session of `path`, with `threads` intra-op threads (default: torch's)."""
+    onnxruntime = _runtime()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 4  # fatal only: the export check expects some sizes to fail
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _model_folder(config: ExportConfig) -> str:
+    folder = os.path.join(results_folder(config.dataset), f"{config.trainer}__{config.plans}__{config.configuration}")
+    fold = f"fold_{config.fold}"
+    if not os.path.isfile(os.path.join(folder, fold, config.checkpoint)):
+        raise ExportError(f"no {config.checkpoint} in {os.path.join(folder, fold)}: train that fold first "
+                          f"(nnUNetv2_train {config.dataset} {config.configuration} {config.fold} -tr {config.trainer}), "
+                          f"or pick the trainer, plans, configuration and fold it was trained with.")
+    return folder
+
+
+def _export(network: torch.nn.Module, x: torch.Tensor, path: str, spatial_dynamic: bool) -> None:
+    axes = {0: "batch"}
+    if spatial_dynamic:
+        axes.update({i: f"axis{i - 2}" for i in range(2, x.ndim)})
+    with plain_path(), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+        torch.onnx.export(network, (x,), path, dynamo=False, opset_version=OPSET, input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": axes, "logits": axes})
+
+
+def _difference(network: torch.nn.Module, onnx_session, x: torch.Tensor) -> float:
+    """max |ONNX - torch| over the logits for input x, relative to the largest |logit| (inf if it fails)."""
+    with plain_path(), torch.no_grad():
+        expected = network(x).numpy()
+    try:
+        got = onnx_session.run(None, {"image": x.numpy()})[0]
+    except Exception:  # noqa: BLE001 - ONNX Runtime raises its own types for a size the trace cannot take
+        return float("inf")
+    if got.shape != expected.shape:
+        return float("inf")
+    return float(np.abs(got - expected).max() / max(float(np.abs(expected).max()), 1e-12))
+
+
+def export_fold(config: ExportConfig) -> dict:
+    """Write model.onnx, plans.json, dataset.json and export.json into config.output; return the metadata."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+    _runtime()
+    folder = _model_folder(config)
+    output_folder.claim(config.output, config.force)
+    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(folder, (config.fold if config.fold == "all" else int(config.fold),),
+                                                   config.checkpoint)
+    network = predictor.network.eval()
+    patch = [int(s) for s in predictor.configuration_manager.patch_size]
+    channels = determine_num_input_channels(predictor.plans_manager, predictor.configuration_manager,
+                                            predictor.dataset_json)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, channels, *patch, generator=generator)
+    other = torch.randn(2, channels, *[s + 8 for s in patch], generator=generator)  # batch 2, another size
+    path = os.path.join(config.output, MODEL_FILE)
+
+    _export(network, x, path, spatial_dynamic=True)
+    checked = session(path)
+    spatial_dynamic = _difference(network, checked, other) <= PARITY_TOLERANCE
+    if not spatial_dynamic:
+        _export(network, x, path, spatial_dynamic=False)
+        checked = session(path)
+    at_patch = _difference(network, checked, x)
+    at_batch_two = _difference(network, checked, torch.cat([x, x.flip(1)]))
+    if max(at_patch, at_batch_two) > PARITY_TOLERANCE:
+        raise ExportError(f"ONNX Runtime's logits differ from torch's by {max(at_patch, at_batch_two):.2g} of the "
+                          f"largest logit (limit {PARITY_TOLERANCE:g}): this network does not export faithfully; "
+                          f"predict with nnUNetv2_predict instead.")
+    for name in ("plans.json", "dataset.json"):
+        shutil.copyfile(os.path.join(folder, name), os.path.join(config.output, name))
+    axes = predictor.allowed_mirroring_axes
+    metadata = {
+        "trainer_name": predictor.trainer_name, "configuration": config.configuration, "fold": config.fold,
+        "checkpoint": config.checkpoint, "model_folder": os.path.abspath(folder),
+        "inference_allowed_mirroring_axes": list(axes) if axes is not None else None,
+        "input": {"channels": channels, "patch_size": patch, "dynamic_batch": True,
+                  "dynamic_spatial_axes": spatial_dynamic},
+        "parity": {"max_relative_difference_at_patch": at_patch, "max_relative_difference_batch_2": at_batch_two,
+                   "tolerance": PARITY_TOLERANCE},
+        "opset": OPSET, "torch": torch.__version__, "onnxruntime": _runtime().__version__,
+    }
+    with open(os.path.join(config.output, METADATA_FILE), "w") as f:
+        json.dump(metadata, f, indent=2)
+    return metadata
