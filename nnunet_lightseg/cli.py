@@ -178,11 +178,13 @@ def command_export(args) -> int:
 
 
 def command_predict(args) -> int:
-    from nnunet_lightseg.onnx_predict import OnnxPredictConfig, predict
+    from nnunet_lightseg.predict import PredictConfig, predict
 
-    records = predict(OnnxPredictConfig(args.onnx, args.input, args.output, tile_step_size=args.step_size,
-                                        mirroring=not args.disable_tta, save_probabilities=args.save_probabilities,
-                                        threads=args.threads, force=args.force), say=_say)
+    records = predict(PredictConfig(args.input, args.output, onnx=args.onnx, dataset=args.dataset,
+                                    configuration=args.configuration, trainer=args.trainer, folds=tuple(args.folds),
+                                    plans=args.plans, checkpoint=args.checkpoint, tile_step_size=args.step_size,
+                                    mirroring=not args.disable_tta, save_probabilities=args.save_probabilities,
+                                    threads=args.threads, force=args.force), say=_say)
     print(f"{len(records)} cases in {sum(r['seconds'] for r in records):.1f} s, written to {args.output}")
     return 0
 
@@ -281,16 +283,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=command_export)
 
-    p = commands.add_parser("predict", parents=[debug], help="nnU-Net's prediction with an exported ONNX network "
-                                                              "(in one process, one line per case)")
-    p.add_argument("--onnx", required=True, help="a folder written by `nnunet-lightseg export`")
+    p = commands.add_parser("predict", parents=[debug],
+                            help="nnU-Net's prediction in one process, a line per case: a trained model (-d -c -tr -f) "
+                                 "or an ONNX export (--onnx)")
     p.add_argument("-i", dest="input", required=True, help="images as for nnUNetv2_predict (CASE_0000.nii.gz, ...)")
     p.add_argument("-o", dest="output", required=True)
+    p.add_argument("--onnx", help="a folder written by `nnunet-lightseg export` (instead of -d -c -tr -f)")
+    p.add_argument("-d", dest="dataset")
+    p.add_argument("-c", dest="configuration")
+    p.add_argument("-tr", dest="trainer")
+    p.add_argument("-f", dest="folds", nargs="+", default=["0", "1", "2", "3", "4"],
+                   help="folds to average (nnUNetv2_predict's default: 0 1 2 3 4)")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans")
+    p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth")
     p.add_argument("-step_size", "--step_size", dest="step_size", type=float, default=0.5,
                    help="sliding-window tile step (nnU-Net's default 0.5)")
     p.add_argument("--disable_tta", action="store_true", help="no test-time mirroring (nnUNetv2_predict's flag)")
     p.add_argument("--save_probabilities", action="store_true")
-    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: torch's)")
+    p.add_argument("--threads", type=int, help="CPU threads for the network (default: torch's)")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=command_predict)
     return parser

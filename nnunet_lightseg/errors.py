@@ -1,7 +1,7 @@
 """The errors the tools raise on purpose (standard library only).
 
 Every message is one line that names the problem and the fix. Library code (`benchmark`, `demo`,
-`report`, `plan_profile`, `onnx_export`, `onnx_predict`, `nnunet_env`, `schedules`) raises them; only `cli.py` turns them into a
+`report`, `plan_profile`, `onnx_export`, `predict`, `nnunet_env`, `schedules`) raises them; only `cli.py` turns them into a
 message on stderr and an exit status.
 """
 from __future__ import annotations

@@ -1,11 +1,15 @@
-"""`nnunet-lightseg predict --onnx DIR -i IN -o OUT`: nnU-Net's prediction around an ONNX Runtime session.
+"""`nnunet-lightseg predict`: nnU-Net's prediction in one process, a line per case with its stages.
 
-Every step is nnU-Net's own function, called in this process (no worker processes, which cost
-more than they save for small networks and cases): the configuration's preprocessor
-(`run_case`), the predictor's sliding window with its Gaussian weighting and mirroring
+Two sources for the network: a trained model (`-d -c -tr -f`, loaded by nnU-Net's own
+`nnUNetPredictor.initialize_from_trained_model_folder`, so our trainers' networks run through the
+CPU inference engine), or `--onnx DIR`, a folder written by `nnunet-lightseg export`, whose network
+is an ONNX Runtime session loaded once for all cases (`OnnxNetwork`). Every other step is nnU-Net's
+own function, called in this process (no worker processes, which cost more than they save for
+small networks and cases): the configuration's preprocessor (`run_case`), the predictor's sliding
+window with its Gaussian weighting, mirroring and fold averaging
 (`nnUNetPredictor.predict_logits_from_preprocessed_data`), and the export
-(`export_prediction_from_logits`). Only the network is replaced: `OnnxNetwork` hands each patch to
-an ONNX Runtime session, loaded once for all cases. One line per case says where its time went.
+(`export_prediction_from_logits`). Each case's line splits its time into load and preprocessing,
+sliding window, and resampling and export.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -21,19 +25,26 @@ from torch import nn
 
 from nnunet_lightseg import output_folder
 from nnunet_lightseg.errors import UsageError
+from nnunet_lightseg.nnunet_env import results_folder
 from nnunet_lightseg.onnx_export import METADATA_FILE, MODEL_FILE, session
 from nnunet_lightseg.trainers.input_channels import check_case
 
 
 @dataclass(frozen=True)
-class OnnxPredictConfig:
-    model: str  # the folder `nnunet-lightseg export` wrote
+class PredictConfig:
     input: str
     output: str
+    onnx: Optional[str] = None  # a folder `nnunet-lightseg export` wrote; else the trained model below
+    dataset: Optional[str] = None
+    configuration: Optional[str] = None
+    trainer: Optional[str] = None
+    folds: tuple[str, ...] = ("0", "1", "2", "3", "4")
+    plans: str = "nnUNetPlans"
+    checkpoint: str = "checkpoint_final.pth"
     tile_step_size: float = 0.5
     mirroring: bool = True
     save_probabilities: bool = False
-    threads: int | None = None
+    threads: Optional[int] = None
     force: bool = False
 
 
@@ -71,30 +82,52 @@ def _cases(folder: str, file_ending: str) -> list[tuple[str, list[str]]]:
     return cases
 
 
-def predict(config: OnnxPredictConfig, say: Callable[[str], None] = print) -> list[dict]:
-    """Predict every case of config.input into config.output; return one timing record per case."""
-    from nnunetv2.inference.export_prediction import export_prediction_from_logits
+def _predictor(config: PredictConfig):
+    """nnU-Net's predictor for the ONNX export or the trained model the configuration names."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    predictor = nnUNetPredictor(tile_step_size=config.tile_step_size, use_gaussian=True,
+                                use_mirroring=config.mirroring, perform_everything_on_device=False,
+                                device=torch.device("cpu"), verbose=False, allow_tqdm=False)
+    if config.onnx is not None:
+        metadata = _read(config.onnx, METADATA_FILE)
+        plans_manager = PlansManager(_read(config.onnx, "plans.json"))
+        mirror_axes = metadata["inference_allowed_mirroring_axes"]
+        network = OnnxNetwork(session(os.path.join(config.onnx, MODEL_FILE), config.threads))
+        predictor.manual_initialization(network, plans_manager, plans_manager.get_configuration(metadata["configuration"]),
+                                        [{}], _read(config.onnx, "dataset.json"), metadata["trainer_name"],
+                                        tuple(mirror_axes) if mirror_axes is not None else None)
+        return predictor
+    missing = [flag for flag, value in (("-d", config.dataset), ("-c", config.configuration), ("-tr", config.trainer))
+               if value is None]
+    if missing:
+        raise UsageError(f"give --onnx DIR, or the trained model with {', '.join(missing)} (and -f FOLDS).")
+    folder = os.path.join(results_folder(config.dataset), f"{config.trainer}__{config.plans}__{config.configuration}")
+    absent = [fold for fold in config.folds if not os.path.isfile(os.path.join(folder, f"fold_{fold}", config.checkpoint))]
+    if absent:
+        raise UsageError(f"no {config.checkpoint} for fold(s) {' '.join(absent)} in {folder}: train them first, or "
+                         f"give the folds that were trained with -f.")
+    predictor.initialize_from_trained_model_folder(folder, tuple(f if f == "all" else int(f) for f in config.folds),
+                                                   config.checkpoint)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    return predictor
+
+
+def predict(config: PredictConfig, say: Callable[[str], None] = print) -> list[dict]:
+    """Predict every case of config.input into config.output; return one timing record per case."""
+    from nnunetv2.inference.export_prediction import export_prediction_from_logits
+
     if not 0 < config.tile_step_size <= 1:
         raise UsageError(f"--step_size {config.tile_step_size}: give a tile step in (0, 1], e.g. nnU-Net's 0.5.")
-    metadata = _read(config.model, METADATA_FILE)
-    plans, dataset_json = _read(config.model, "plans.json"), _read(config.model, "dataset.json")
+    predictor = _predictor(config)
+    plans_manager, configuration_manager = predictor.plans_manager, predictor.configuration_manager
+    dataset_json = predictor.dataset_json
     cases = _cases(config.input, dataset_json["file_ending"])
     for case, files in cases:
         check_case(case, [os.path.basename(f) for f in files], len(files), dataset_json)
     output_folder.claim(config.output, config.force)
-
-    plans_manager = PlansManager(plans)
-    configuration_manager = plans_manager.get_configuration(metadata["configuration"])
-    mirror_axes = metadata["inference_allowed_mirroring_axes"]
-    predictor = nnUNetPredictor(tile_step_size=config.tile_step_size, use_gaussian=True,
-                                use_mirroring=config.mirroring, perform_everything_on_device=False,
-                                device=torch.device("cpu"), verbose=False, allow_tqdm=False)
-    predictor.manual_initialization(OnnxNetwork(session(os.path.join(config.model, MODEL_FILE), config.threads)),
-                                    plans_manager, configuration_manager, [{}], dataset_json,
-                                    metadata["trainer_name"], tuple(mirror_axes) if mirror_axes is not None else None)
     preprocessor = configuration_manager.preprocessor_class(verbose=False)
     records = []
     for number, (case, files) in enumerate(cases, start=1):

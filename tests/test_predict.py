@@ -1,4 +1,5 @@
-"""ONNX export and `predict --onnx` against the stock nnUNetv2_predict, on the demo data (issue 14)."""
+"""`nnunet-lightseg predict` (the trained model in process, and its ONNX export) against the stock
+nUNetv2_predict, on the demo data (issue 14)."""
 import glob
 import os
 
@@ -37,29 +38,34 @@ def segmentations_and_probabilities(folder):
     return out
 
 
-def test_predict_onnx_matches_nnunetv2_predict(trained, tmp_path):
+def test_predict_in_process_and_from_onnx_match_nnunetv2_predict(trained, tmp_path):
     env, folder = trained
     images = os.path.join(folder, "imagesTs")
-    exported, ours, stock = (str(tmp_path / name) for name in ("export", "onnx", "stock"))
+    exported, from_onnx, in_process, stock = (str(tmp_path / name) for name in ("export", "onnx", "torch", "stock"))
     log = run(["nnunet-lightseg", "export", "-d", DATASET, "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
                "-o", exported], env)
     assert "batch axis dynamic" in log
     assert sorted(os.listdir(exported)) == sorted([".nnunet-lightseg", "dataset.json", "export.json", "model.onnx",
                                                    "plans.json"])
-    log = run(["nnunet-lightseg", "predict", "--onnx", exported, "-i", images, "-o", ours, "--save_probabilities"], env)
     cases = sorted({os.path.basename(p)[:-len("_0000.nii.gz")] for p in glob.glob(os.path.join(images, "*_0000.nii.gz"))})
-    assert [line.split()[1].rstrip(":") for line in log.splitlines() if line.startswith("[")] == cases
+    for source, out in ((["--onnx", exported], from_onnx),
+                        (["-d", DATASET, "-c", "3d_fullres", "-tr", TRAINER, "-f", "0"], in_process)):
+        log = run(["nnunet-lightseg", "predict", *source, "-i", images, "-o", out, "--save_probabilities"], env)
+        assert [line.split()[1].rstrip(":") for line in log.splitlines() if line.startswith("[")] == cases
     run(["nnUNetv2_predict", "-i", images, "-o", stock, "-d", DATASET, "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
          "-device", "cpu", "--save_probabilities", "-npp", "1", "-nps", "1"], env)
-    theirs, mine = segmentations_and_probabilities(stock), segmentations_and_probabilities(ours)
-    assert sorted(mine) == sorted(theirs) == cases
-    for case in cases:
-        (seg, probabilities), (stock_seg, stock_probabilities) = mine[case], theirs[case]
-        assert seg.shape == stock_seg.shape
-        np.testing.assert_allclose(probabilities, stock_probabilities, atol=PROBABILITY_TOLERANCE)
-        top_two = np.sort(stock_probabilities, axis=0)[-2:]
-        near_ties = (top_two[1] - top_two[0]) < PROBABILITY_TOLERANCE
-        assert np.all((seg == stock_seg) | near_ties), case
+    theirs = segmentations_and_probabilities(stock)
+    assert sorted(theirs) == cases
+    for out in (from_onnx, in_process):
+        mine = segmentations_and_probabilities(out)
+        assert sorted(mine) == cases
+        for case in cases:
+            (seg, probabilities), (stock_seg, stock_probabilities) = mine[case], theirs[case]
+            assert seg.shape == stock_seg.shape
+            np.testing.assert_allclose(probabilities, stock_probabilities, atol=PROBABILITY_TOLERANCE)
+            top_two = np.sort(stock_probabilities, axis=0)[-2:]
+            near_ties = (top_two[1] - top_two[0]) < PROBABILITY_TOLERANCE
+            assert np.all((seg == stock_seg) | near_ties), (out, case)
 
 
 def test_export_names_a_missing_fold_and_touches_nothing(trained, tmp_path):
