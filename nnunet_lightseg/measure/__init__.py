@@ -1,6 +1,7 @@
 """Measurement scripts behind the figures in docs/, each run as `python -m nnunet_lightseg.measure.<name>`.
 
-- `inference_steps`: per-patch CPU latency of each step of the inference fast path (docs/performance.md)
+- `inference_steps`: per-patch CPU latency of each step of the CPU inference engine (docs/performance.md)
+- `onnx_export_check`: ONNX export of each model, its dynamic axes and parity with torch (docs/deployment.md)
 - `predictor_per_case`: seconds per case through nnU-Net's own predictor (docs/performance.md)
 - `training_layout`: CPU training step, default against channels-last layout (docs/performance.md)
 - `lightmedseg_stability`: LightMedSeg under nnU-Net's recipe on a synthetic task
