@@ -385,11 +385,11 @@ def _dispatching_forward(network: nn.Module, *args, **kwargs):
 
 def uses_copy(network: nn.Module, args: tuple) -> bool:
     """Whether a call of an enabled `network` with `args` now runs the inference copy."""
-    if network.training or torch.is_grad_enabled() or not enabled():
+    if network.training or torch.is_grad_enabled():
         return False
     x = args[0] if args else None
     return torch.is_tensor(x) and x.device.type == "cpu" and x.dtype == torch.float32 \
-        and not torch.is_autocast_enabled("cpu") and x.ndim in (4, 5)
+        and not torch.is_autocast_enabled("cpu") and x.ndim in (4, 5) and enabled()
 
 
 def enable(network: nn.Module) -> nn.Module:
