@@ -108,6 +108,29 @@ def test_every_trainer_names_a_registered_model():
             registry.get(cls.model_name)
 
 
+PAPER_EPOCHS = {"UltraLightUNet": 160, "LightMedSeg": 300, "DALight3D": 50, "VeloxSeg": 300}
+
+
+def test_every_paper_model_has_a_default_and_a_paper_trainer_with_the_papers_epochs():
+    for spec in registry.all_specs():
+        if spec.family not in PAPER_EPOCHS:
+            continue
+        default = getattr(trainers, f"nnUNetTrainer{spec.name}")
+        paper = getattr(trainers, f"nnUNetTrainer{spec.name}_Paper")
+        assert default.model_name == paper.model_name == spec.name and issubclass(paper, default)
+        assert paper.paper_epochs == PAPER_EPOCHS[spec.family], spec.name
+
+
+def test_ultralightunet_paper_trainers_refuse_2d_before_making_folders(monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    with pytest.raises(registry.UnsupportedConfigurationError,
+                       match=r"nnUNetTrainerUltraLightUNet_T_Paper: the paper's 2D recipes are not implemented"):
+        trainers.nnUNetTrainerUltraLightUNet_T_Paper(plans_dict((56, 40), [[2, 2]] * 3), "c", 0,
+                                                     {"channel_names": {"0": "x"}, "labels": {"background": 0, "a": 1}},
+                                                     torch.device("cpu"))
+    assert not (tmp_path / "results").exists()
+
+
 def test_iteration_variables_are_validated(monkeypatch):
     monkeypatch.setenv("NNUNET_LIGHTSEG_ITERATIONS", "abc")
     with pytest.raises(UsageError, match="positive whole number"):

@@ -130,3 +130,28 @@ class LightSegTrainer(IterationsFromEnvironment, nnUNetTrainer):
     def set_deep_supervision_enabled(self, enabled: bool):
         if self.model_spec().deep_supervision:
             unwrap(self.network).deep_supervision = enabled
+
+
+def registry_trainers(family: str, module: str, base: type = LightSegTrainer,
+                      paper_recipe: type | None = None) -> dict[str, type]:
+    """The trainers of every registered model of `family`, derived from the registry.
+
+    For each model M: `nnUNetTrainer<M>`, `base` with `model_name = M` (nnU-Net's recipe), and with
+    `paper_recipe`, `nnUNetTrainer<M>_Paper`, the recipe mixed in before it. A family module puts
+    them in its globals (`globals().update(...)`), where `trainers/__init__` exports them for
+    nnU-Net's trainer search; `module` is that module's name, so that pickling finds them.
+    """
+    made = {}
+    for spec in registry.all_specs():
+        if spec.family != family:
+            continue
+        name = f"nnUNetTrainer{spec.name}"
+        default = type(name, (base,), {"model_name": spec.name, "__module__": module, "__qualname__": name,
+                                       "__doc__": f"{spec.name} ({spec.description}) under nnU-Net's recipe."})
+        made[name] = default
+        if paper_recipe is not None:
+            paper = f"{name}_Paper"
+            made[paper] = type(paper, (paper_recipe, default), {
+                "__module__": module, "__qualname__": paper,
+                "__doc__": f"{spec.name} under its paper's recipe ({paper_recipe.__name__})."})
+    return made

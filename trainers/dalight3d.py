@@ -1,7 +1,8 @@
-"""DALight-3D trainers (3d_fullres and the cascade's 3d stages; `2d` is refused).
+"""DALight-3D trainers (3d_fullres and the cascade's 3d stages; `2d` is refused), derived from the registry.
 
-The default trainers use nnU-Net's recipe; `_Paper` uses the paper's (../shared/specs/dalight3d.md:
-AdamW lr 5e-5, weight decay 1e-5, cosine to 1e-6, batch 1, Dice + 0.5 CE, full precision).
+`nnUNetTrainer<M>` for every registered DALight-3D model M (the default and its four component
+ablations) uses nnU-Net's recipe; `nnUNetTrainer<M>_Paper` the paper's (../shared/specs/dalight3d.md:
+AdamW lr 5e-5, weight decay 1e-5, cosine to 1e-6, batch 1, Dice + 0.5 CE, full precision, 50 epochs).
 Every trainer sets the network's ICN identifiers from dataset.json's `channel_names`; the network
 keeps them in a buffer, so the checkpoint carries them to nnU-Net's predictor.
 """
@@ -10,7 +11,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from torch import nn
 
 from nnunet_lightseg.architectures.dalight3d import identifiers_for_channels
-from nnunet_lightseg.trainers.base import LightSegTrainer, unwrap
+from nnunet_lightseg.trainers.base import LightSegTrainer, registry_trainers, unwrap
 from nnunet_lightseg.trainers.recipes import PaperRecipe
 
 
@@ -23,28 +24,12 @@ def channel_identifiers(dataset_json: dict, num_input_channels: int) -> list[int
     return identifiers_for_channels(names + [None] * (num_input_channels - len(names)))
 
 
-class nnUNetTrainerDALight3D(LightSegTrainer):
-    model_name = "DALight3D"
+class DALight3DTrainer(LightSegTrainer):
+    """The base of every DALight-3D trainer: sets the network's ICN identifiers after nnU-Net's initialisation."""
 
     def initialize(self):
         super().initialize()
         unwrap(self.network).set_channel_identifiers(channel_identifiers(self.dataset_json, self.num_input_channels))
-
-
-class nnUNetTrainerDALight3D_noSepConv(nnUNetTrainerDALight3D):
-    model_name = "DALight3D_noSepConv"
-
-
-class nnUNetTrainerDALight3D_noICN(nnUNetTrainerDALight3D):
-    model_name = "DALight3D_noICN"
-
-
-class nnUNetTrainerDALight3D_noCSA(nnUNetTrainerDALight3D):
-    model_name = "DALight3D_noCSA"
-
-
-class nnUNetTrainerDALight3D_noSSFB(nnUNetTrainerDALight3D):
-    model_name = "DALight3D_noSSFB"
 
 
 def run_in_full_precision(network: nn.Module) -> None:
@@ -70,13 +55,13 @@ def run_in_full_precision(network: nn.Module) -> None:
     network.register_forward_hook(leave, always_call=True)
 
 
-class nnUNetTrainerDALight3D_Paper(PaperRecipe, nnUNetTrainerDALight3D):
+class DALight3DPaperRecipe(PaperRecipe):
     """The paper's recipe: AdamW (lr 5e-5, weight decay 1e-5) with cosine annealing to 1e-6, batch 1
-    (per process), Dice + 0.5 CE, no mixed precision, no deep supervision.
+    (per process), Dice + 0.5 CE, no mixed precision, no deep supervision, 50 epochs (nnU-Net epochs
+    of 250 iterations).
 
     With batch 1, nnU-Net's fixed foreground oversampling would never pick foreground, so
-    oversampling is probabilistic (each sample is foreground-centred with p = 0.33). The paper
-    trains 50 epochs: `nnUNetTrainerDALight3D_Paper_50epochs` (nnU-Net epochs of 250 iterations).
+    oversampling is probabilistic (each sample is foreground-centred with p = 0.33).
     """
 
     paper_lr = 5e-5
@@ -84,6 +69,7 @@ class nnUNetTrainerDALight3D_Paper(PaperRecipe, nnUNetTrainerDALight3D):
     paper_min_lr = 1e-6
     paper_warmup_fraction = 0.0
     paper_deep_supervision = False
+    paper_epochs = 50
 
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -102,3 +88,6 @@ class nnUNetTrainerDALight3D_Paper(PaperRecipe, nnUNetTrainerDALight3D):
     def initialize(self):
         super().initialize()
         run_in_full_precision(unwrap(self.network))
+
+
+globals().update(registry_trainers("DALight3D", __name__, base=DALight3DTrainer, paper_recipe=DALight3DPaperRecipe))

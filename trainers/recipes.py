@@ -5,6 +5,7 @@ A `_Paper` trainer mixes `PaperRecipe` in and sets the paper's optimiser setting
 attributes; models whose paper uses a special loss override `_build_loss` as well.
 """
 import math
+from typing import Optional
 
 import torch
 from torch.optim.lr_scheduler import _LRScheduler
@@ -43,9 +44,10 @@ class PaperRecipe:
     """Mixin for `_Paper` trainers: AdamW with warm-up and cosine annealing, the paper's numbers.
 
     Set `paper_lr`, `paper_weight_decay`, `paper_min_lr`, `paper_warmup_fraction` (share of the
-    schedule spent warming up, so that short schedules scale with it) and
-    `paper_deep_supervision` on the subclass. Put it first among the bases:
-    `class nnUNetTrainerX_Paper(PaperRecipe, nnUNetTrainerX)`.
+    schedule spent warming up, so that short schedules scale with it), `paper_deep_supervision`
+    and `paper_epochs` (nnU-Net epochs of 250 iterations; None keeps nnU-Net's 1000) on a subclass
+    per paper; `trainers.base.registry_trainers` mixes it in first:
+    `nnUNetTrainerX_Paper(XPaperRecipe, nnUNetTrainerX)`. A `_<E>epochs` schedule name still wins.
     """
 
     paper_lr: float = 1e-3
@@ -53,9 +55,12 @@ class PaperRecipe:
     paper_min_lr: float = 0.0
     paper_warmup_fraction: float = 0.0
     paper_deep_supervision: bool = False
+    paper_epochs: Optional[int] = None
 
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.paper_epochs is not None:
+            self.num_epochs = self.paper_epochs
         self.initial_lr = self.paper_lr
         self.weight_decay = self.paper_weight_decay
         self.enable_deep_supervision = self.paper_deep_supervision

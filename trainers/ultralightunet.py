@@ -1,48 +1,36 @@
-"""UltraLightUNet trainers, for both `2d` and `3d_fullres`.
+"""UltraLightUNet trainers, derived from the registry: `2d` and `3d_fullres` under nnU-Net's recipe.
 
-The default trainers use nnU-Net's recipe; `_Paper` uses the paper's 3D recipe (Sec. 4 and
-Appendix A.3: AdamW, lr 1e-3, DiceCE loss, no deep supervision).
+`nnUNetTrainer<M>` for every registered UltraLightUNet model M (T, S, base, M, L and the ablations)
+uses nnU-Net's recipe; `nnUNetTrainer<M>_Paper` the paper's 3D recipe (Sec. 4 and Appendix A.3:
+AdamW, lr 1e-3, DiceCE loss, no deep supervision, 40,000 iterations = 160 nnU-Net epochs) and
+refuses 2D configurations: the paper's 2D recipes (lr 1e-4, its own losses and batch sizes,
+gradient clipping, multi-scale training) are not implemented (docs/architectures/ultralightunet.md).
 """
-from nnunet_lightseg.trainers.base import LightSegTrainer
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunet_lightseg.registry import UnsupportedConfigurationError
+from nnunet_lightseg.trainers.base import registry_trainers
 from nnunet_lightseg.trainers.recipes import PaperRecipe
 
 
-class nnUNetTrainerUltraLightUNet(LightSegTrainer):
-    model_name = "UltraLightUNet"
-
-
-class nnUNetTrainerUltraLightUNet_T(LightSegTrainer):
-    model_name = "UltraLightUNet_T"
-
-
-class nnUNetTrainerUltraLightUNet_S(LightSegTrainer):
-    model_name = "UltraLightUNet_S"
-
-
-class nnUNetTrainerUltraLightUNet_M(LightSegTrainer):
-    model_name = "UltraLightUNet_M"
-
-
-class nnUNetTrainerUltraLightUNet_L(LightSegTrainer):
-    model_name = "UltraLightUNet_L"
-
-
-class nnUNetTrainerUltraLightUNet_MKIROnly(LightSegTrainer):
-    model_name = "UltraLightUNet_MKIROnly"
-
-
-class nnUNetTrainerUltraLightUNet_MKIR_GAG(LightSegTrainer):
-    model_name = "UltraLightUNet_MKIR_GAG"
-
-
-class nnUNetTrainerUltraLightUNet_MKIR_MKIRA(LightSegTrainer):
-    model_name = "UltraLightUNet_MKIR_MKIRA"
-
-
-class nnUNetTrainerUltraLightUNet_Paper(PaperRecipe, nnUNetTrainerUltraLightUNet):
+class UltraLightUNetPaperRecipe(PaperRecipe):
     """AdamW at a constant lr 1e-3 (the paper names no schedule), torch's default weight decay
-    (0.01; the paper gives none for 3D), nnU-Net's Dice + CE (1:1, as MONAI's DiceCELoss)."""
+    (0.01; the paper gives none for 3D), nnU-Net's Dice + CE (1:1, as MONAI's DiceCELoss), 3D only."""
 
     paper_lr = 1e-3
     paper_weight_decay = 1e-2
     paper_min_lr = 1e-3
+    paper_epochs = 160  # the paper's 40,000 iterations at nnU-Net's 250 per epoch
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        # Refused before nnU-Net makes the fold folder and its log.
+        if len(PlansManager(plans).get_configuration(configuration).patch_size) != 3:
+            default = type(self).__name__.removesuffix("_Paper")
+            raise UnsupportedConfigurationError(
+                f"{type(self).__name__}: the paper's 2D recipes are not implemented, only its 3D one; use a 3D "
+                f"configuration (3d_fullres), or train {default} (nnU-Net's recipe) on {configuration}.")
+        super().__init__(plans, configuration, fold, dataset_json, device)
+
+
+globals().update(registry_trainers("UltraLightUNet", __name__, paper_recipe=UltraLightUNetPaperRecipe))

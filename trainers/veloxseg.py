@@ -111,14 +111,17 @@ class nnUNetTrainerVeloxSeg(_VeloxSegTrainer):
 
 
 class nnUNetTrainerVeloxSeg_Paper(PaperRecipe, nnUNetTrainerVeloxSeg):
-    """The paper's recipe: AdamW (lr 2.5e-4, weight decay 0.01), 10 of 300 epochs of linear warm-up, then
-    cosine to 6e-6; Dice + CE on every output with equal weights, 0.5 reconstruction MSE, 2.0 Gram MSE."""
+    """The paper's recipe: AdamW (lr 2.5e-4, weight decay 0.01), 300 epochs, 10 of them of linear
+    warm-up, then cosine to 6e-6; Dice + CE on every output with equal weights, 0.5 reconstruction
+    MSE, 2.0 Gram MSE. The paper's batch (2 x 2) and 96^3 patch are not applied: nnU-Net's plan
+    decides both (docs/architectures/veloxseg.md)."""
 
     paper_lr = 2.5e-4
     paper_weight_decay = 0.01
     paper_min_lr = 6e-6
     paper_warmup_fraction = 10 / 300
     paper_deep_supervision = True
+    paper_epochs = 300
 
     def _build_loss(self):
         loss = super()._build_loss()
