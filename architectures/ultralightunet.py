@@ -123,10 +123,10 @@ class DecoderStage(nn.Module):
     """One decoder stage (Sec. 3.5): [CMFA] -> MKIR -> upsample -> ReLU, then + [GAG](skip)."""
 
     def __init__(self, in_channels: int, out_channels: int, reduction: int, spatial_attention, use_cmfa: bool,
-                 use_gag: bool, has_skip: bool, conv_op):
+                 use_gag: bool, has_skip: bool, conv_op, kernel_sizes: Sequence[int] = (1, 3, 5)):
         super().__init__()
         self.cmfa = CMFA(in_channels, reduction, spatial_attention, conv_op) if use_cmfa else nn.Identity()
-        self.mkir = MKIR(in_channels, out_channels, conv_op=conv_op)
+        self.mkir = MKIR(in_channels, out_channels, kernel_sizes=kernel_sizes, conv_op=conv_op)
         self.gag = GroupedAttentionGate(out_channels, conv_op=conv_op) if (use_gag and has_skip) else None
         self.interpolation = interpolation_mode(conv_op)
 
@@ -150,6 +150,7 @@ class UltraLightUNet(nn.Module):
         conv_op: nn.Conv2d or nn.Conv3d.
         use_mkira: CMFA in the decoder (the paper's MKIRA); False leaves MKIR alone.
         use_gag: gate skips with GAG; False adds them as they are.
+        kernel_sizes: the depthwise kernels of every MKDC (Sec. 3.1; Table 5 varies them, default 1, 3, 5).
         deep_supervision: also return logits at 1/2, 1/4 and 1/8 of the decoder (heads exist either way).
     """
 
@@ -157,7 +158,7 @@ class UltraLightUNet(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, channels: Sequence[int] = VARIANT_CHANNELS["base"],
                  strides: Sequence[Sequence[int]] = ((2, 2, 2),) * 5, conv_op=nn.Conv3d, use_mkira: bool = True,
-                 use_gag: bool = True, deep_supervision: bool = False):
+                 use_gag: bool = True, kernel_sizes: Sequence[int] = (1, 3, 5), deep_supervision: bool = False):
         super().__init__()
         dim = convert_conv_op_to_dim(conv_op)
         if len(channels) != 5 or len(strides) != 5:
@@ -169,14 +170,15 @@ class UltraLightUNet(nn.Module):
         pool = get_matching_pool_op(conv_op, pool_type="max")
 
         widths = [in_channels, *channels]
-        self.encoder = nn.ModuleList(MKIR(widths[i], widths[i + 1], conv_op=conv_op) for i in range(5))
+        self.encoder = nn.ModuleList(MKIR(widths[i], widths[i + 1], kernel_sizes=kernel_sizes, conv_op=conv_op)
+                                     for i in range(5))
         self.pools = nn.ModuleList(pool(s, s) if any(v > 1 for v in s) else nn.Identity() for s in self.strides)
 
         spatial_attention = SpatialAttention(7, conv_op) if use_mkira else None
         decoder_widths = [channels[4], channels[3], channels[2], channels[1], channels[0], channels[0]]
         self.decoder = nn.ModuleList(
             DecoderStage(decoder_widths[i], decoder_widths[i + 1], CMFA_REDUCTIONS[i], spatial_attention,
-                         use_mkira, use_gag, has_skip=i < 4, conv_op=conv_op)
+                         use_mkira, use_gag, has_skip=i < 4, conv_op=conv_op, kernel_sizes=kernel_sizes)
             for i in range(5))
         self.head = conv_op(channels[0], num_classes, 1)
         # Heads on the decoder outputs at 1/2, 1/4, 1/8 (the authors' code builds these too).
