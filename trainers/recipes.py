@@ -12,9 +12,11 @@ from torch.optim.lr_scheduler import _LRScheduler
 
 
 class WarmupCosineLRScheduler(_LRScheduler):
-    """Linear warm-up to `initial_lr` over `warmup_steps`, then cosine annealing to `min_lr`.
+    """Linear warm-up to `initial_lr` over `warmup_steps`, then cosine annealing to `min_lr`, which
+    the last step (`max_steps - 1`) reaches.
 
-    Stepped once per epoch with the epoch index, as nnU-Net steps its poly schedule.
+    Stepped once per epoch with the epoch index (0 .. num_epochs - 1), as nnU-Net steps its poly
+    schedule, so the last epoch trains at `min_lr` however few epochs a schedule has.
     """
 
     def __init__(self, optimizer, initial_lr: float, max_steps: int, warmup_steps: int = 0, min_lr: float = 0.0):
@@ -26,7 +28,7 @@ class WarmupCosineLRScheduler(_LRScheduler):
     def lr_at(self, step: int) -> float:
         if step < self.warmup_steps:
             return self.initial_lr * (step + 1) / self.warmup_steps
-        progress = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
+        progress = (step - self.warmup_steps) / max(1, self.max_steps - 1 - self.warmup_steps)
         progress = min(1.0, progress)
         return self.min_lr + 0.5 * (self.initial_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
 
