@@ -13,7 +13,10 @@ from nnunet_lightseg.cpu_inference import ENVIRONMENT_VARIABLE, copies_built, pl
 # (model, dim, input shape): every default paper model, on small patches with a plan of three 2x steps.
 MODELS = [("UltraLightUNet", 2, (1, 2, 32, 40)), ("UltraLightUNet", 3, (1, 2, 16, 24, 16)),
           ("VeloxSeg", 3, (1, 2, 16, 24, 16)), ("LightMedSeg", 3, (1, 2, 16, 24, 16)),
-          ("DALight3D", 3, (1, 2, 16, 24, 16))]
+          ("DALight3D", 3, (1, 2, 16, 24, 16)),
+          # UltraLightUNet's ablations with other blocks: IRB (no shuffle), CMFA in the encoder, AG
+          ("UltraLightUNet_IRB", 3, (1, 2, 16, 24, 16)), ("UltraLightUNet_EncoderMKIRA", 3, (1, 2, 16, 24, 16)),
+          ("UltraLightUNet_AG", 2, (1, 2, 32, 40))]
 
 
 def build(name: str, dim: int, shape, seed: int = 0) -> torch.nn.Module:

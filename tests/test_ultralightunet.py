@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from nnunet_lightseg import registry
-from nnunet_lightseg.architectures.ultralightunet import UltraLightUNet, channel_shuffle
+from nnunet_lightseg.architectures.ultralightunet import MKIR, AttentionGate, UltraLightUNet, channel_shuffle
 
 
 def n_params(net):
@@ -20,6 +20,28 @@ def test_ablations_remove_their_components(name, has_cmfa, has_gag):
     assert any(".gag." in k for k in keys) == has_gag
     full = registry.get("UltraLightUNet").create(registry.Plan(1, 2, (32, 32, 32)))
     assert n_params(registry.get(name).create(registry.Plan(1, 2, (32, 32, 32)))) < n_params(full)
+
+
+def blocks(name, kind):
+    return [m for m in registry.get(name).create(registry.Plan(1, 2, (32, 32, 32))).modules() if isinstance(m, kind)]
+
+
+def test_irb_is_mobilenet_v2s_block_in_place_of_mkir():
+    # Tables 4 and 6: one 3-kernel depthwise conv, no channel shuffle, no CMFA, no GAG
+    irbs = blocks("UltraLightUNet_IRB", MKIR)
+    assert len(irbs) == 10 and all(b.shuffle_groups == 1 and len(b.mkdc.branches) == 1 for b in irbs)
+    assert all(b.mkdc.branches[0][0].kernel_size == (3, 3, 3) for b in irbs)
+    assert not blocks("UltraLightUNet_IRB", AttentionGate) and not any(
+        "attention" in k for k in registry.get("UltraLightUNet_IRB").create(registry.Plan(1, 2, (32,) * 3)).state_dict())
+
+
+def test_encoder_mkira_adds_cmfa_before_each_encoder_mkir_and_ag_replaces_gag():
+    keys = registry.get("UltraLightUNet_EncoderMKIRA").create(registry.Plan(1, 2, (32, 32, 32))).state_dict()
+    assert {k.split(".")[1] for k in keys if k.startswith("encoder_cmfa.")} == {"0", "1", "2", "3", "4"}
+    default = registry.get("UltraLightUNet").create(registry.Plan(1, 2, (32, 32, 32))).state_dict()
+    assert not any(k.startswith("encoder_cmfa") for k in default)  # trained checkpoints keep their keys
+    gates = blocks("UltraLightUNet_AG", AttentionGate)
+    assert len(gates) == 4 and all(g.w_g[0].kernel_size == (1, 1, 1) for g in gates)
 
 
 def test_channel_shuffle_interleaves_groups():

@@ -1,4 +1,4 @@
-"""UltraLightUNet variants (T, S, base, M, L) and the paper's component ablations (Table 4)."""
+"""UltraLightUNet variants (T, S, base, M, L) and the paper's ablations (Tables 4 to 8)."""
 from dynamic_network_architectures.building_blocks.helper import convert_dim_to_conv_op
 
 from nnunet_lightseg.architectures.ultralightunet import VARIANT_CHANNELS, UltraLightUNet
@@ -18,12 +18,17 @@ PAPER_FIGURES = {
 }
 
 
-def _builder(channels, use_mkira=True, use_gag=True, kernel_sizes=(1, 3, 5)):
+def _builder(channels, **switches):
+    """A build function for the registry: `switches` are UltraLightUNet's ablation arguments."""
     def build(plan):
         return UltraLightUNet(plan.in_channels, plan.num_classes, channels, fit_strides(plan, NUM_STAGES),
-                              convert_dim_to_conv_op(plan.dim), use_mkira=use_mkira, use_gag=use_gag,
-                              kernel_sizes=kernel_sizes, deep_supervision=plan.deep_supervision)
+                              convert_dim_to_conv_op(plan.dim), deep_supervision=plan.deep_supervision, **switches)
     return build
+
+
+def _figures_2d(params, gmac):
+    """Figures the ablation tables state: 2D, 3 x 256^2 input, 1 class (Table 5's caption)."""
+    return {2: PaperFigures(params, (3, 256, 256), 1, gmac)}
 
 
 def _figures(variant):
@@ -38,12 +43,24 @@ for _variant in VARIANT_CHANNELS:
         description=f"variant {_variant}, channels {VARIANT_CHANNELS[_variant]}",
         paper_figures=_figures(_variant)))
 
-for _name, _mkira, _gag, _what in (("MKIROnly", False, False, "MKIR only (no CMFA, skips added as they are)"),
-                                   ("MKIR_GAG", False, True, "MKIR + GAG (no CMFA)"),
-                                   ("MKIR_MKIRA", True, False, "MKIR + MKIRA (no GAG)")):
+# The component ablations, base widths, with the (params, GMAC) their tables state. Table 4's Mobile
+# UNet and Table 6's IRB are one network (the same figures): IRB blocks with one 3-kernel, no CMFA,
+# no GAG. Table 6's MKIR row is Table 4's "MKIR" (MKIROnly).
+ABLATIONS = {
+    "MKIROnly": (dict(use_mkira=False, use_gag=False), "Tables 4 and 6: MKIR only (no CMFA, skips added as they are)",
+                 (0.306e6, 0.300)),
+    "MKIR_GAG": (dict(use_mkira=False), "Table 4: MKIR + GAG (no CMFA)", (0.310e6, 0.311)),
+    "MKIR_MKIRA": (dict(use_gag=False), "Table 4: MKIR + MKIRA (no GAG)", (0.311e6, 0.303)),
+    "IRB": (dict(use_mkira=False, use_gag=False, block="irb"),
+            "Table 4's Mobile UNet = Table 6's IRB: MobileNetV2 inverted residuals (one 3-kernel, no shuffle), "
+            "no CMFA, no GAG", (0.271e6, 0.230)),
+    "EncoderMKIRA": (dict(encoder_mkira=True), "Table 7: MKIRA in the encoder too", (0.321e6, 0.346)),
+    "AG": (dict(gate="ag"), "Table 8: Attention U-Net's gate (AG) instead of GAG", (0.326e6, 0.320)),
+}
+for _name, (_switches, _what, _stated) in ABLATIONS.items():
     register(ModelSpec(name=f"UltraLightUNet_{_name}", family="UltraLightUNet", paper=PAPER, dims=(2, 3),
-                       build=_builder(VARIANT_CHANNELS["base"], _mkira, _gag),
-                       description=f"ablation (Table 4): {_what}, base widths"))
+                       build=_builder(VARIANT_CHANNELS["base"], **_switches),
+                       description=f"ablation ({_what}), base widths", paper_figures=_figures_2d(*_stated)))
 
 
 # Table 5: the kernel sets of MKDC, base widths, with their stated 2D figures (3 x 256^2, 1 class;
@@ -60,4 +77,4 @@ for _kernels, (_params, _gmac) in KERNEL_SETS.items():
         name="UltraLightUNet_K" + "_".join(map(str, _kernels)), family="UltraLightUNet", paper=PAPER, dims=(2, 3),
         build=_builder(VARIANT_CHANNELS["base"], kernel_sizes=_kernels),
         description=f"ablation (Table 5): MKDC kernels {', '.join(map(str, _kernels))}, base widths",
-        paper_figures={2: PaperFigures(_params, (3, 256, 256), 1, _gmac)}))
+        paper_figures=_figures_2d(_params, _gmac)))
