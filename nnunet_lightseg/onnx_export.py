@@ -96,38 +96,44 @@ def _difference(network: torch.nn.Module, onnx_session, x: torch.Tensor) -> floa
     return float(np.abs(got - expected).max() / max(float(np.abs(expected).max()), 1e-12))
 
 
+def export_network(network: torch.nn.Module, channels: int, patch: list[int], path: str,
+                   threads: int | None = None) -> dict:
+    """Export `network` (eval mode) to `path` with a dynamic batch axis, and dynamic spatial axes where
+    ONNX Runtime agrees with torch at another size; return the parity figures (module docstring)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, channels, *patch, generator=generator)
+    other = torch.randn(2, channels, *[s + 8 for s in patch], generator=generator)  # batch 2, another size
+    _export(network, x, path, spatial_dynamic=True)
+    checked = session(path, threads)
+    spatial_dynamic = _difference(network, checked, other) <= PARITY_TOLERANCE
+    if not spatial_dynamic:
+        _export(network, x, path, spatial_dynamic=False)
+        checked = session(path, threads)
+    return {"dynamic_spatial_axes": spatial_dynamic,
+            "max_relative_difference_at_patch": _difference(network, checked, x),
+            "max_relative_difference_batch_2": _difference(network, checked, torch.cat([x, x.flip(1)]))}
+
+
 def export_fold(config: ExportConfig) -> dict:
     """Write model.onnx, plans.json, dataset.json and export.json into config.output; return the metadata."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
-    _runtime()
+    onnxruntime = _runtime()
     folder = _model_folder(config)
     output_folder.claim(config.output, config.force)
     predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(folder, (config.fold if config.fold == "all" else int(config.fold),),
                                                    config.checkpoint)
-    network = predictor.network.eval()
     patch = [int(s) for s in predictor.configuration_manager.patch_size]
     channels = determine_num_input_channels(predictor.plans_manager, predictor.configuration_manager,
                                             predictor.dataset_json)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(1, channels, *patch, generator=generator)
-    other = torch.randn(2, channels, *[s + 8 for s in patch], generator=generator)  # batch 2, another size
-    path = os.path.join(config.output, MODEL_FILE)
-
-    _export(network, x, path, spatial_dynamic=True)
-    checked = session(path)
-    spatial_dynamic = _difference(network, checked, other) <= PARITY_TOLERANCE
-    if not spatial_dynamic:
-        _export(network, x, path, spatial_dynamic=False)
-        checked = session(path)
-    at_patch = _difference(network, checked, x)
-    at_batch_two = _difference(network, checked, torch.cat([x, x.flip(1)]))
-    if max(at_patch, at_batch_two) > PARITY_TOLERANCE:
-        raise ExportError(f"ONNX Runtime's logits differ from torch's by {max(at_patch, at_batch_two):.2g} of the "
-                          f"largest logit (limit {PARITY_TOLERANCE:g}): this network does not export faithfully; "
-                          f"predict with nnUNetv2_predict instead.")
+    parity = export_network(predictor.network.eval(), channels, patch, os.path.join(config.output, MODEL_FILE))
+    worst = max(parity["max_relative_difference_at_patch"], parity["max_relative_difference_batch_2"])
+    if worst > PARITY_TOLERANCE:
+        raise ExportError(f"ONNX Runtime's logits differ from torch's by {worst:.2g} of the largest logit (limit "
+                          f"{PARITY_TOLERANCE:g}): this network does not export faithfully; predict with "
+                          f"nnUNetv2_predict instead.")
     for name in ("plans.json", "dataset.json"):
         shutil.copyfile(os.path.join(folder, name), os.path.join(config.output, name))
     axes = predictor.allowed_mirroring_axes
@@ -136,10 +142,11 @@ def export_fold(config: ExportConfig) -> dict:
         "checkpoint": config.checkpoint, "model_folder": os.path.abspath(folder),
         "inference_allowed_mirroring_axes": list(axes) if axes is not None else None,
         "input": {"channels": channels, "patch_size": patch, "dynamic_batch": True,
-                  "dynamic_spatial_axes": spatial_dynamic},
-        "parity": {"max_relative_difference_at_patch": at_patch, "max_relative_difference_batch_2": at_batch_two,
+                  "dynamic_spatial_axes": parity["dynamic_spatial_axes"]},
+        "parity": {"max_relative_difference_at_patch": parity["max_relative_difference_at_patch"],
+                   "max_relative_difference_batch_2": parity["max_relative_difference_batch_2"],
                    "tolerance": PARITY_TOLERANCE},
-        "opset": OPSET, "torch": torch.__version__, "onnxruntime": _runtime().__version__,
+        "opset": OPSET, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
     }
     with open(os.path.join(config.output, METADATA_FILE), "w") as f:
         json.dump(metadata, f, indent=2)

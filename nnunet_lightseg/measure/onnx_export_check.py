@@ -1,10 +1,10 @@
 """Which default models export to ONNX with dynamic spatial axes, and how close ONNX Runtime is to torch.
 
 Each model, randomly initialised on the Hippocampus plan (1 channel, 3 classes, patch 40x56x40,
-three 2x steps), goes through `onnx_export`'s own export and checks: exported with dynamic spatial
-axes, run on a batch of two at the patch + 8 voxels per axis, exported again with fixed axes if
-that fails or disagrees; the figure is max |ONNX - torch| / max |logit| at the patch
-(docs/deployment.md).
+three 2x steps), goes through `onnx_export.export_network`, the export and checks of `nnunet-lightseg
+export`: exported with dynamic spatial axes, run on a batch of two at the patch + 8 voxels per axis,
+exported again with fixed axes if that fails or disagrees; the figure is max |ONNX - torch| /
+max |logit| at the patch (docs/deployment.md).
 
     python -m nnunet_lightseg.measure.onnx_export_check [--models ...] [--threads 1]
 """
@@ -19,7 +19,7 @@ import torch
 
 from nnunet_lightseg import registry
 from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
-from nnunet_lightseg.onnx_export import PARITY_TOLERANCE, _difference, _export, session
+from nnunet_lightseg.onnx_export import export_network
 
 PATCH, STEPS = (40, 56, 40), [(2, 2, 2)] * 3
 
@@ -36,15 +36,10 @@ def main(argv=None) -> None:
         for name in args.models:
             torch.manual_seed(0)
             network = registry.get(name).create(registry.Plan(1, 3, PATCH, STEPS)).eval()
-            x, other = torch.randn(1, 1, *PATCH), torch.randn(2, 1, *[s + 8 for s in PATCH])
-            path, start = os.path.join(folder, f"{name}.onnx"), time.perf_counter()
-            _export(network, x, path, spatial_dynamic=True)
-            dynamic = _difference(network, session(path, args.threads), other) <= PARITY_TOLERANCE
-            if not dynamic:
-                _export(network, x, path, spatial_dynamic=False)
-            difference = _difference(network, session(path, args.threads), x)
-            print(f"| {name} | {'dynamic' if dynamic else 'fixed'} | {difference:.1e} | {time.perf_counter() - start:.0f} |",
-                  flush=True)
+            start = time.perf_counter()
+            parity = export_network(network, 1, list(PATCH), os.path.join(folder, f"{name}.onnx"), args.threads)
+            print(f"| {name} | {'dynamic' if parity['dynamic_spatial_axes'] else 'fixed'} | "
+                  f"{parity['max_relative_difference_at_patch']:.1e} | {time.perf_counter() - start:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
