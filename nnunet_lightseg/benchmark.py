@@ -33,7 +33,7 @@ from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID, DEFAULT_DATASET_NAME, 
 from nnunet_lightseg.errors import BenchmarkInterrupted, LightSegError, StateFileError, StepFailed, UsageError
 from nnunet_lightseg.nnunet_env import (DEFAULT_TRAINERS, PREPROCESSED, RAW, RESULTS, choose_workers,
                                         dataset_name, private_environment, require_folders, run_logged)
-from nnunet_lightseg.schedules import DEPRECATED_VARIABLES, Schedule, scheduled_name, split
+from nnunet_lightseg.schedules import DEPRECATED_VARIABLES, Schedule, scheduled_name, seedless, split
 
 STATE_FILE = "benchmark_state.json"
 DEMO_SCHEDULE = Schedule(epochs=5, iterations=20)  # without -d: a short CPU schedule
@@ -68,6 +68,7 @@ class BenchmarkConfig:
     configuration: str | None = None  # required with dataset
     trainers: tuple[str, ...] = ()  # TRAINER or TRAINER__PLANS; () = nnU-Net's default and DEFAULT_TRAINERS
     folds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = ()  # () trains unseeded, as nnU-Net does; else one run per seed (`_seed<S>` names)
     epochs: int | None = None  # demo default 5; with a dataset, the trainers' own (nnU-Net's 1000)
     iterations: int | None = None  # per epoch; demo default 20; with a dataset, the trainers' own (250)
     device: str = "cpu"
@@ -83,12 +84,19 @@ class BenchmarkConfig:
             raise UsageError("--epochs and --iterations must be at least 1")
         if not self.folds or any(fold < 0 for fold in self.folds):
             raise UsageError("--folds takes fold numbers, e.g. --folds 0 1 2 3 4")
+        if any(seed < 0 for seed in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise UsageError("--seeds takes distinct whole numbers from 0, e.g. --seeds 0 1 2")
 
     @property
     def schedule(self) -> Schedule:
         if self.dataset is None:
             return Schedule(self.epochs or DEMO_SCHEDULE.epochs, self.iterations or DEMO_SCHEDULE.iterations)
         return Schedule(self.epochs, self.iterations)
+
+    def entries(self) -> list[Entry]:
+        """Every (trainer, seed) as trained: the schedule and seed in the trainer name."""
+        return [scheduled(parse_entry(trainer), self.schedule.with_seed(seed))
+                for trainer in (self.trainers or (REFERENCE, *DEFAULT_TRAINERS)) for seed in (self.seeds or (None,))]
 
 
 @dataclass
@@ -191,7 +199,7 @@ def train_all(dataset: str, configuration: str, entries: list[Entry], folds: lis
             command = ["nnUNetv2_train", dataset, configuration, str(fold), "-tr", entry.trainer, "-p", entry.plans,
                        "-device", device] + {"new": [], "resume": ["--c"], "validate": ["--val"]}[status]
             started = time.time()
-            record = {"epochs": schedule.epochs, "iterations": schedule.iterations}
+            record = {"epochs": schedule.epochs, "iterations": schedule.iterations, "seed": schedule.seed}
             try:
                 runner(command, env, log_path)
             except BenchmarkInterrupted as stop:
@@ -243,7 +251,7 @@ def run_benchmark(config: BenchmarkConfig, runner: Runner = run_logged, say=prin
 def _run(config: BenchmarkConfig, runner: Runner, say) -> BenchmarkResult:
     output = os.path.abspath(config.output)
     schedule = config.schedule
-    entries = [scheduled(parse_entry(t), schedule) for t in (config.trainers or (REFERENCE, *DEFAULT_TRAINERS))]
+    entries = config.entries()
     if config.dataset is None:
         dataset, configuration = f"Dataset{DEFAULT_DATASET_ID:03d}_{DEFAULT_DATASET_NAME}", "3d_fullres"
     else:
@@ -260,7 +268,9 @@ def _run(config: BenchmarkConfig, runner: Runner, say) -> BenchmarkResult:
     for variable in DEPRECATED_VARIABLES:  # the trainer names carry the schedule
         env.pop(variable, None)
     say(workers)
-    say(f"benchmark of {len(entries)} trainers x folds {list(config.folds)} on {dataset} {configuration} "
+    seeds = f" x seeds {list(config.seeds)}" if config.seeds else ""
+    say(f"benchmark of {len(entries) // max(1, len(config.seeds))} trainers{seeds} x folds {list(config.folds)} on "
+        f"{dataset} {configuration} "
         f"({schedule.describe()}, device {config.device}) into {output}")
     result = BenchmarkResult(train_all(dataset, configuration, entries, list(config.folds), env, output,
                                        config.device, runner, say))
@@ -268,7 +278,8 @@ def _run(config: BenchmarkConfig, runner: Runner, say) -> BenchmarkResult:
     if config.profile:
         say("profiling every trainer at the plan's patch size")
         try:
-            profile = plan_profile.profile(plan_profile.ProfileConfig(dataset, configuration, tuple(entries),
+            networks = tuple(dict.fromkeys(Entry(seedless(e.trainer)[0], e.plans) for e in entries))  # once per seed set
+            profile = plan_profile.profile(plan_profile.ProfileConfig(dataset, configuration, networks,
                                                                       device=config.device,
                                                                       predictor=config.predictor),
                                            progress=say, env=env)

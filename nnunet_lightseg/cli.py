@@ -151,7 +151,8 @@ def command_benchmark(args) -> int:
     from nnunet_lightseg.benchmark import BenchmarkConfig, run_benchmark
 
     config = BenchmarkConfig(output=args.output, dataset=args.dataset, configuration=args.configuration,
-                             trainers=tuple(args.trainers or ()), folds=tuple(args.folds), epochs=args.epochs,
+                             trainers=tuple(args.trainers or ()), folds=tuple(args.folds), seeds=tuple(args.seeds),
+                             epochs=args.epochs,
                              iterations=args.iterations, device=args.device, predictor=args.predictor,
                              profile=not args.no_profile, surface=not args.no_surface, force=args.force)
     result = run_benchmark(config, say=_say)
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trainers", nargs="+", help="TRAINER or TRAINER__PLANS, e.g. "
                    "nnUNetTrainer__nnUNetResEncUNetMPlans (default: nnUNetTrainer and the paper models' trainers)")
     p.add_argument("--folds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[],
+                   help="train each trainer and fold under these seeds (<trainer>..._seed<S>; default: unseeded, "
+                        "as nnU-Net); the report gives mean ± std over seeds and folds")
     p.add_argument("--epochs", type=int, help="short schedule (demo default 5; with -d default nnU-Net's 1000); "
                                               "trains <trainer>_<E>epochs_<I>iters")
     p.add_argument("--iterations", type=int, help="iterations per epoch (demo default 20; with -d nnU-Net's 250); "

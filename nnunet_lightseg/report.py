@@ -37,6 +37,7 @@ from nnunet_lightseg import surface as surface_metrics
 from nnunet_lightseg.baselines import DEFAULT_PLANS, Entry, network_trainer
 from nnunet_lightseg.errors import ReportError, UsageError
 from nnunet_lightseg.nnunet_env import results_folder
+from nnunet_lightseg.schedules import seedless
 
 SUMMARY = "summary.json"
 
@@ -93,6 +94,17 @@ class Run:
     def name(self) -> str:
         return self.entry.name
 
+    @property
+    def model(self) -> str:
+        """The row this run belongs to: its name without the seed (runs of several seeds share one)."""
+        return Entry(seedless(self.entry.trainer)[0], self.entry.plans).name
+
+    @property
+    def seed(self) -> str:
+        """The seed of its trainer name, "" when it has none."""
+        seed = seedless(self.entry.trainer)[1]
+        return "" if seed is None else str(seed)
+
 
 def collect(folder: str, configuration: str) -> list[Run]:
     """Every run of `configuration` under a dataset's results folder, with its finished folds."""
@@ -127,8 +139,8 @@ def per_case_rows(run: Run) -> list[dict]:
     for fold, summary in sorted(run.folds.items()):
         for case in summary["metric_per_case"]:
             for label, metrics in case["metrics"].items():
-                rows.append({"model": run.name, "fold": fold, "case": case_id(case["reference_file"]),
-                             "label": label, "Dice": metrics["Dice"], "prediction_file": case["prediction_file"],
+                rows.append({"model": run.model, "seed": run.seed, "fold": fold,
+                             "case": case_id(case["reference_file"]), "label": label, "Dice": metrics["Dice"], "prediction_file": case["prediction_file"],
                              "reference_file": case["reference_file"]})
     return rows
 
@@ -152,27 +164,35 @@ def add_surface_metrics(cases: pd.DataFrame, tolerance_mm: float) -> pd.DataFram
 
 
 def fold_means(cases: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Per model, fold and label: the mean over cases (NaN-aware, as nnU-Net's summary)."""
-    return cases.groupby(["model", "fold", "label"])[metrics].mean().reset_index()
+    """Per model, seed, fold and label: the mean over cases (NaN-aware, as nnU-Net's summary)."""
+    return cases.groupby(["model", "seed", "fold", "label"])[metrics].mean().reset_index()
 
 
 def summary_table(runs: list[Run], cases: pd.DataFrame, metrics: list[str], profile: dict | None) -> pd.DataFrame:
-    """One row per model: folds, per-class metrics and their foreground mean as mean ± std over folds."""
-    per_fold = fold_means(cases, metrics) if len(cases) else pd.DataFrame(columns=["model", "fold", "label",
-                                                                                 *metrics])
+    """One row per model (its seeds together): folds, seeds, per-class metrics and their foreground
+    mean as mean ± std over the (seed, fold) pairs."""
+    per_fold = fold_means(cases, metrics) if len(cases) else pd.DataFrame(
+        columns=["model", "seed", "fold", "label", *metrics])
     rows = []
-    for run in runs:
-        row = {"model": run.name, "folds": ",".join(str(f) for f in sorted(run.folds)) or "-"}
-        mine = per_fold[per_fold["model"] == run.name]
+    for model in dict.fromkeys(run.model for run in runs):
+        mine_runs = [run for run in runs if run.model == model]
+        folds = sorted({fold for run in mine_runs for fold in run.folds})
+        seeds = [run.seed for run in mine_runs if run.seed and run.folds]
+        row = {"model": model, "folds": ",".join(map(str, folds)) or "-"}
+        if seeds:
+            row["seeds"] = ",".join(sorted(seeds, key=int))
+        mine = per_fold[per_fold["model"] == model]
         for metric in metrics:
             for label, group in mine.groupby("label"):
                 row[f"{metric} {label}"] = _mean_std(group[metric])
-            foreground = mine.groupby("fold")[metric].mean()
+            foreground = mine.groupby(["seed", "fold"])[metric].mean()
             row[f"{metric} mean"] = _mean_std(foreground)
-        if run.crossval is not None:
-            row["Dice cross-val"] = f"{run.crossval['foreground_mean']['Dice']:.4f}"
-        row.update(_profile_columns(run.entry, profile))
-        row["error"] = run.error or ("" if run.folds else "no finished fold")
+        crossval = [run.crossval["foreground_mean"]["Dice"] for run in mine_runs if run.crossval is not None]
+        if crossval:
+            row["Dice cross-val"] = _mean_std(pd.Series(crossval))
+        row.update(_profile_columns(mine_runs[0].entry, profile))
+        errors = [f"{run.name}: {run.error}" if len(mine_runs) > 1 else run.error for run in mine_runs if run.error]
+        row["error"] = "; ".join(errors) or ("" if folds else "no finished fold")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -214,19 +234,21 @@ def _profile_columns(entry: Entry, profile: dict | None) -> dict:
 
 
 def case_scores(cases: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Per model: each case's foreground-mean Dice (the quantity the paired tests compare)."""
-    means = cases.groupby(["model", "case"])["Dice"].mean()
-    return {model: group.droplevel(0).to_dict() for model, group in means.groupby(level=0)}
+    """Per model: each (case, seed)'s foreground-mean Dice (the quantity the paired tests compare, so
+    that pairs match on case and seed), keyed "case" or "case@seed<S>"."""
+    means = cases.groupby(["model", "case", "seed"])["Dice"].mean()
+    return {model: {(case if not seed else f"{case}@seed{seed}"): value
+                    for (_, case, seed), value in group.items()} for model, group in means.groupby(level=0)}
 
 
 def choose_reference(runs: list[Run], requested: str | None) -> str | None:
-    names = [r.name for r in runs if r.folds]
+    names = list(dict.fromkeys(r.model for r in runs if r.folds))
     if requested:
         if requested not in names:
             raise ReportError(f"reference {requested!r} has no finished fold here; the trainers with results are: "
                               f"{', '.join(names) or 'none'}.")
         return requested
-    return next((r.name for r in runs if r.folds and r.entry.is_nnunet_default), None)
+    return next((r.model for r in runs if r.folds and r.entry.is_nnunet_default), None)
 
 
 def build(folder: str, configuration: str, reference: str | None = None, profile: dict | None = None,
@@ -244,7 +266,8 @@ def build(folder: str, configuration: str, reference: str | None = None, profile
         raise ReportError(f"no results of configuration {configuration!r} in {folder}: train first "
                           f"(nnUNetv2_train or nnunet-lightseg benchmark).")
     cases = pd.DataFrame([row for run in runs for row in per_case_rows(run)],
-                         columns=["model", "fold", "case", "label", "Dice", "prediction_file", "reference_file"])
+                         columns=["model", "seed", "fold", "case", "label", "Dice", "prediction_file",
+                                  "reference_file"])
     metrics = ["Dice"]
     notes = []
     if surface and len(cases):
@@ -267,7 +290,7 @@ def build(folder: str, configuration: str, reference: str | None = None, profile
         comparisons.insert(2, "Dice CI low", [intervals[m][0] for m in comparisons["model"]])
         comparisons.insert(3, "Dice CI high", [intervals[m][1] for m in comparisons["model"]])
         notes.append(f"Paired two-sided Wilcoxon signed-rank tests of per-case foreground-mean Dice against "
-                     f"{reference} "
+                     f"{reference} (runs under several seeds pair on (case, seed)) "
                      f"(scipy), Holm-corrected over {len(comparisons)} tests (statsmodels), alpha 0.05; 95% "
                      f"percentile bootstrap CIs ({stats.BOOTSTRAP_RESAMPLES} resamples) of the mean.")
     if profile:

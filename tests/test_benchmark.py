@@ -142,6 +142,14 @@ def test_schedules_and_fold_states(tmp_path):
     assert benchmark.scheduled(Entry("nnUNetTrainerVeloxSeg"), Schedule()) == Entry("nnUNetTrainerVeloxSeg")
     with pytest.raises(UsageError, match="already names a schedule"):
         benchmark.scheduled(Entry("nnUNetTrainerVeloxSeg_5epochs"), Schedule(2, 3))
+    seeded = benchmark.BenchmarkConfig(output=str(tmp_path), trainers=("nnUNetTrainer", "nnUNetTrainerVeloxSeg"),
+                                       seeds=(0, 2), epochs=1, iterations=2).entries()
+    assert [e.trainer for e in seeded] == ["nnUNetTrainerBaseline_1epoch_2iters_seed0",
+                                           "nnUNetTrainerBaseline_1epoch_2iters_seed2",
+                                           "nnUNetTrainerVeloxSeg_1epoch_2iters_seed0",
+                                           "nnUNetTrainerVeloxSeg_1epoch_2iters_seed2"]
+    with pytest.raises(UsageError, match="--seeds"):
+        benchmark.BenchmarkConfig(seeds=(1, 1))
     assert benchmark.fold_state(str(tmp_path)) == "new"
     (tmp_path / "checkpoint_final.pth").touch()
     assert benchmark.fold_state(str(tmp_path)) == "validate"

@@ -49,7 +49,7 @@ def test_an_invalid_schedule_is_not_found_and_our_reason_is_printed():
     reason = [line for line in result.stderr.splitlines() if line.startswith("nnunet-lightseg:")]
     assert reason == ["nnunet-lightseg: nnUNetTrainerVeloxSeg_007epochs is not a valid schedule name: write the "
                       "numbers without leading zeros, e.g. nnUNetTrainerVeloxSeg_7epochs "
-                      "(<trainer>_<E>epochs_<I>iters, docs/training.md)"]
+                      "(<trainer>_<E>epochs_<I>iters_seed<S>, each part optional, docs/training.md)"]
 
 
 def test_the_users_own_ext_trainer_entries_keep_working(tmp_path):

@@ -213,3 +213,24 @@ def test_report_refuses_an_output_folder_that_is_not_ours_and_force_moves_it_asi
     assert (out / "report.md").read_bytes() != mine and f"moved what {out} held" in capsys.readouterr().out
     assert main(command) == 0  # ours now: rewritten without --force
     assert len([p for p in out.iterdir() if p.name.startswith(output_folder.ASIDE_PREFIX)]) == 1
+
+
+def test_seeds_share_a_row_and_pair_on_case_and_seed(tmp_path):
+    # two seeds of each trainer, one fold: mean ± std over the (seed, fold) pairs; the paired test
+    # sees each case once per seed
+    folder = tmp_path / "Dataset999_Tiny"
+    seeds = {"nnUNetTrainerBaseline_1epoch_2iters": {0: [(0.9, 0.7)] * 4, 1: [(0.7, 0.5)] * 4},
+             "nnUNetTrainerVeloxSeg_1epoch_2iters": {0: [(0.6, 0.6), (0.5, 0.5), (0.4, 0.4), (0.6, 0.4)],
+                                                     1: [(0.8, 0.8), (0.7, 0.7), (0.6, 0.6), (0.7, 0.5)]}}
+    for trainer, by_seed in seeds.items():
+        for seed, values in by_seed.items():
+            write_summary(str(folder / f"{trainer}_seed{seed}__nnUNetPlans__{CONFIGURATION}" / "fold_0" / "validation"),
+                          0, values)
+    built = report.build(str(folder), CONFIGURATION, surface=False)
+    table = built["summary"].set_index("model")
+    assert list(table.index) == list(seeds) and list(table["seeds"]) == ["0,1", "0,1"]
+    assert table.loc["nnUNetTrainerBaseline_1epoch_2iters", "Dice mean"] == "0.7000 ± 0.1414"  # 0.8 and 0.6
+    assert built["reference"] == "nnUNetTrainerBaseline_1epoch_2iters"
+    row = built["comparisons"].set_index("model").loc["nnUNetTrainerVeloxSeg_1epoch_2iters"]
+    assert row["paired_cases"] == 8  # 4 cases x 2 seeds
+    assert set(built["cases"]["seed"]) == {"0", "1"}

@@ -69,7 +69,8 @@ def test_short_schedules_are_made_on_request_and_stay_the_same_class():
 
 @pytest.mark.parametrize("schedule, suffix", [(Schedule(5, 20), "_5epochs_20iters"), (Schedule(1, 1), "_1epoch_1iter"),
                                               (Schedule(epochs=3), "_3epochs"), (Schedule(iterations=40), "_40iters"),
-                                              (Schedule(), "")])
+                                              (Schedule(), ""), (Schedule(5, 20, 3), "_5epochs_20iters_seed3"),
+                                              (Schedule(seed=0), "_seed0"), (Schedule(iterations=2, seed=1), "_2iters_seed1")])
 def test_schedule_names_round_trip(schedule, suffix):
     assert scheduled_name("nnUNetTrainerX_K16", schedule) == "nnUNetTrainerX_K16" + suffix
     assert split("nnUNetTrainerX_K16" + suffix) == ("nnUNetTrainerX_K16", schedule)
@@ -78,7 +79,8 @@ def test_schedule_names_round_trip(schedule, suffix):
 
 @pytest.mark.parametrize("name", ["nnUNetTrainerUltraLightUNet_0epochs", "nnUNetTrainerUltraLightUNet_007epochs",
                                   "nnUNetTrainerUltraLightUNet_1epochs", "nnUNetTrainerUltraLightUNet_5epochs_0iters",
-                                  "nnUNetTrainerUltraLightUNet_20iters_5epochs"])
+                                  "nnUNetTrainerUltraLightUNet_20iters_5epochs", "nnUNetTrainerUltraLightUNet_seed01",
+                                  "nnUNetTrainerUltraLightUNet_2epochs_seed1_3iters"])
 def test_invalid_schedule_names_fail_as_a_lookup_with_our_reason_first(name, capsys):
     assert not hasattr(trainers, name)  # nnU-Net's trainer search asks with hasattr
     error = capsys.readouterr().err
@@ -99,6 +101,24 @@ def test_the_name_sets_epochs_and_iterations_and_wins_over_the_deprecated_variab
         trainer = getattr(trainers, name)(copy.deepcopy(plans), "c", 0, dataset_json, torch.device("cpu"))
         assert (trainer.num_epochs, trainer.num_iterations_per_epoch,
                 trainer.num_val_iterations_per_epoch) == expected, name
+
+
+def test_a_seed_in_the_name_makes_the_initial_weights_repeatable(monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    dataset_json = {"channel_names": {"0": "x"}, "labels": {"background": 0, "a": 1}, "numTraining": 1,
+                    "file_ending": ".nii.gz"}
+    plans = {**plans_dict((16, 16, 16), [[2, 2, 2]] * 2), "continue_training": False}
+
+    def first_weight(name):
+        trainer = getattr(trainers, name)(copy.deepcopy(plans), "c", 0, dataset_json, torch.device("cpu"))
+        network = trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1, 2, True)
+        return next(network.parameters()).detach().clone()
+
+    assert trainers.nnUNetTrainerVeloxSeg_1epoch_seed4.schedule == Schedule(1, None, 4)
+    assert torch.equal(first_weight("nnUNetTrainerVeloxSeg_1epoch_seed4"), first_weight("nnUNetTrainerVeloxSeg_1epoch_seed4"))
+    assert not torch.equal(first_weight("nnUNetTrainerVeloxSeg_1epoch_seed4"),
+                           first_weight("nnUNetTrainerVeloxSeg_1epoch_seed5"))
 
 
 def test_every_trainer_names_a_registered_model():

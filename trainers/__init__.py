@@ -28,13 +28,17 @@ __all__.sort()
 def with_schedule(base: type, schedule: Schedule) -> type:
     """`base` on `schedule`, named by `schedules.scheduled_name`; the same class object every time
     (pickling and resuming rely on it). The name's epochs and iterations win over the deprecated
-    iteration variables."""
+    iteration variables. A seed seeds Python's, NumPy's and torch's generators of the training
+    process before the trainer is built (so the network's initial weights and, with
+    nnUNet_n_proc_DA=0, the batches and augmentations follow it)."""
     name = scheduled_name(base.__name__, schedule)
     if name in globals():
         return globals()[name]
 
     def __init__(self, plans, configuration, fold, dataset_json, device=None):
         import torch
+        if schedule.seed is not None:
+            seed_everything(schedule.seed)
         base.__init__(self, plans, configuration, fold, dataset_json,
                       torch.device("cuda") if device is None else device)
         if schedule.epochs is not None:
@@ -48,6 +52,18 @@ def with_schedule(base: type, schedule: Schedule) -> type:
     cls.__qualname__ = name
     globals()[name] = cls
     return cls
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and every CUDA device) random generators."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 _reported: set = set()
