@@ -1,4 +1,4 @@
-"""`nnunet-lightseg`: list the models, profile them, run the demo, benchmark, report, and export to ONNX.
+"""`nnunet-lightseg`: list the models, profile them, run the demo, benchmark, report, export to ONNX, self-check.
 
 The only module that turns errors into exit statuses: the commands' modules raise
 `nnunet_lightseg.errors` exceptions (and the registry's), which `main` prints as one line (with
@@ -190,6 +190,18 @@ def command_predict(args) -> int:
     return 0
 
 
+def command_selfcheck(args) -> int:
+    from nnunet_lightseg.selfcheck import SelfCheckConfig, run_selfcheck
+
+    result = run_selfcheck(SelfCheckConfig(output=args.output, device=args.device, trainers=tuple(args.trainers),
+                                           iterations=args.iterations, force=args.force), say=_say)
+    output = os.path.abspath(args.output)
+    with open(os.path.join(output, "selfcheck.md")) as f:
+        print("\n" + f.read())
+    print(f"written: {os.path.join(output, 'selfcheck.json')}, {os.path.join(output, 'selfcheck.md')}")
+    return 0 if result["passed"] else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-lightseg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -307,6 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for the network (default: torch's)")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=command_predict)
+
+    p = commands.add_parser("selfcheck", parents=[debug],
+                            help="train (compile off and on), predict and profile every default trainer on demo data "
+                                 "on this machine's GPU or CPU; writes a JSON and a Markdown table")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="default: cuda when torch sees a GPU")
+    p.add_argument("--trainers", nargs="+", default=[*DEFAULT_TRAINERS, "nnUNetTrainer"],
+                   help="trainers without schedule suffix (default: the paper models' and nnU-Net's default)")
+    p.add_argument("--iterations", type=int, default=3, help="training iterations of the one epoch (default 3)")
+    p.add_argument("--output", default="lightseg-selfcheck", help="working folder (default ./lightseg-selfcheck)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
+    p.set_defaults(func=command_selfcheck)
     return parser
 
 

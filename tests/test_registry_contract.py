@@ -89,6 +89,21 @@ def test_gradients_reach_every_parameter(name, dim):
     assert len(silent) <= 0.05 * len(list(net.parameters())), silent
 
 
+@pytest.mark.parametrize("name, dim", DEFAULT_CASES)
+def test_a_training_step_under_autocast_is_finite(name, dim):
+    # nnU-Net trains under float16 autocast on CUDA; bfloat16 autocast on the CPU runs the same casts
+    # (convolutions and matmuls in the low precision, reductions and softmax in float32), so a dtype
+    # clash shows here without a GPU.
+    net = build(name, dim, deep_supervision=True).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = outputs_of(net, torch.randn(2, 2, *PATCH[dim]))
+        loss = sum(torch.nn.functional.cross_entropy(y.float(), torch.randint(0, 3, (2, *y.shape[2:])))
+                   for y in outputs)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert not [n for n, p in net.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+
+
 @pytest.mark.parametrize("name, dim", PAPER_COUNT_CASES)
 def test_parameter_count_matches_the_paper(name, dim):
     figures = registry.get(name).paper_figures[dim]
