@@ -27,15 +27,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
-from nnunet_lightseg import output_folder, plan_profile, report
+from nnunet_lightseg import output_folder, plan_profile, report, slurm
 from nnunet_lightseg.baselines import PLANNERS, REFERENCE, SCHEDULABLE_REFERENCE, Entry, parse_entry
 from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID, DEFAULT_DATASET_NAME, DemoSettings, write_dataset
 from nnunet_lightseg.errors import BenchmarkInterrupted, LightSegError, StateFileError, StepFailed, UsageError
-from nnunet_lightseg.nnunet_env import (DEFAULT_TRAINERS, PREPROCESSED, RAW, RESULTS, choose_workers,
-                                        dataset_name, private_environment, require_folders, run_logged)
+from nnunet_lightseg.nnunet_env import (DEFAULT_TRAINERS, PREPROCESSED, RAW, RESULTS, SAVE_EVERY_VARIABLE,
+                                        choose_workers, dataset_name, private_environment, require_folders,
+                                        run_logged)
 from nnunet_lightseg.schedules import DEPRECATED_VARIABLES, Schedule, scheduled_name, seedless, split
+from nnunet_lightseg.slurm import SlurmOptions
 
 STATE_FILE = "benchmark_state.json"
+EXECUTORS = ("local", "slurm")
 DEMO_SCHEDULE = Schedule(epochs=5, iterations=20)  # without -d: a short CPU schedule
 
 Runner = Callable[[list, dict, str], object]  # (command, env, log path); raises StepFailed
@@ -61,11 +64,11 @@ def stop_on_signals():
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """One benchmark run. Without `dataset`, the built-in demo data in `output`."""
+    """One benchmark run. Without `datasets`, the built-in demo data in `output`."""
 
     output: str = "lightseg-benchmark"
-    dataset: str | None = None
-    configuration: str | None = None  # required with dataset
+    datasets: tuple[str, ...] = ()  # the user's datasets (ids or names), each planned, trained and reported
+    configuration: str | None = None  # required with datasets
     trainers: tuple[str, ...] = ()  # TRAINER or TRAINER__PLANS; () = nnU-Net's default and DEFAULT_TRAINERS
     folds: tuple[int, ...] = (0,)
     seeds: tuple[int, ...] = ()  # () trains unseeded, as nnU-Net does; else one run per seed (`_seed<S>` names)
@@ -76,20 +79,30 @@ class BenchmarkConfig:
     profile: bool = True
     surface: bool = True  # HD95 and NSD in the report
     force: bool = False  # move the files of an output folder that is not ours aside instead of refusing
+    executor: str = "local"  # or "slurm": submit the grid as SLURM array jobs (`slurm`)
+    slurm: SlurmOptions = SlurmOptions()
+    wait: bool = False  # slurm: wait for the grid, then profile and report
+    save_every: int | None = None  # epochs between checkpoint_latest.pth writes (nnU-Net: 50)
 
     def __post_init__(self):
-        if self.dataset is not None and self.configuration is None:
+        if self.datasets and self.configuration is None:
             raise UsageError("-d needs -c CONFIGURATION, e.g. -c 3d_fullres")
+        if len(set(self.datasets)) != len(self.datasets):
+            raise UsageError(f"-d {' '.join(self.datasets)}: name each dataset once")
         if any(value is not None and value < 1 for value in (self.epochs, self.iterations)):
             raise UsageError("--epochs and --iterations must be at least 1")
         if not self.folds or any(fold < 0 for fold in self.folds):
             raise UsageError("--folds takes fold numbers, e.g. --folds 0 1 2 3 4")
+        if self.executor not in EXECUTORS:
+            raise UsageError(f"--executor {self.executor}: use one of {', '.join(EXECUTORS)}")
+        if self.save_every is not None and self.save_every < 1:
+            raise UsageError("--save-every must be at least 1 (epochs between checkpoints)")
         if any(seed < 0 for seed in self.seeds) or len(set(self.seeds)) != len(self.seeds):
             raise UsageError("--seeds takes distinct whole numbers from 0, e.g. --seeds 0 1 2")
 
     @property
     def schedule(self) -> Schedule:
-        if self.dataset is None:
+        if not self.datasets:
             return Schedule(self.epochs or DEMO_SCHEDULE.epochs, self.iterations or DEMO_SCHEDULE.iterations)
         return Schedule(self.epochs, self.iterations)
 
@@ -103,6 +116,7 @@ class BenchmarkConfig:
 class BenchmarkResult:
     failures: dict[str, str] = field(default_factory=dict)  # entry name -> one-line error
     report_files: list[str] = field(default_factory=list)  # empty when the report failed
+    pending: int = 0  # slurm: tasks still queued or running (no report yet)
 
 
 def scheduled(entry: Entry, schedule: Schedule) -> Entry:
@@ -171,21 +185,44 @@ class Progress:
         self.say(f"[{self.done}/{self.total}{eta}] {message}")
 
 
+RESUME_FLAGS = {"new": [], "resume": ["--c"], "validate": ["--val"]}  # nnUNetv2_train's flags per fold_state
+
+
+def train_command(dataset: str, configuration: str, job: Job, device: str, status: str) -> list[str]:
+    """The stock command that takes `job` on from `status` (fold_state): train, resume, or validate."""
+    return ["nnUNetv2_train", dataset, configuration, str(job.fold), "-tr", job.entry.trainer, "-p", job.entry.plans,
+            "-device", device] + RESUME_FLAGS[status]
+
+
+def plan_all(dataset: str, configuration: str, entries: list[Entry], env: dict, log_path: str,
+             runner: Runner) -> dict[str, str]:
+    """Plan and preprocess what the entries train on, once per plans; {entry name: error} for those
+    whose planning failed."""
+    errors, failed_plans = {}, {}
+    for entry in entries:
+        if entry.plans not in failed_plans:
+            try:
+                ensure_plans(dataset, configuration, entry.plans, env, log_path, runner, processes=1)
+            except StepFailed as error:
+                failed_plans[entry.plans] = error
+        if entry.plans in failed_plans:
+            errors[entry.name] = str(failed_plans[entry.plans])
+    return errors
+
+
 def train_all(dataset: str, configuration: str, entries: list[Entry], folds: list[int], env: dict, output: str,
-              device: str, runner: Runner = run_logged, say=print) -> dict[str, str]:
-    """Train and validate every entry x fold; returns {entry name: error} for those that failed."""
+              device: str, runner: Runner = run_logged, say=print, state_file: str = STATE_FILE) -> dict[str, str]:
+    """Train and validate every entry x fold, one after the other; returns {entry name: error} for those
+    that failed."""
     log_path = os.path.join(output, "benchmark.log")
     results = os.path.join(env[RESULTS], dataset)
-    state_path = os.path.join(output, STATE_FILE)
+    state_path = os.path.join(output, state_file)
     state = load_state(state_path)
     progress = Progress(len(entries) * len(folds), say)
-    errors = {}
+    errors = plan_all(dataset, configuration, entries, env, log_path, runner)
     for entry in entries:
-        try:
-            ensure_plans(dataset, configuration, entry.plans, env, log_path, runner, processes=1)
-        except StepFailed as error:
-            errors[entry.name] = str(error)
-            state[entry.name] = {"error": str(error), "log_tail": error.details}
+        if entry.name in errors:
+            state[entry.name] = {"error": errors[entry.name]}
             for _ in folds:
                 progress.step(f"{entry.name}: planning failed, skipped")
             continue
@@ -196,12 +233,10 @@ def train_all(dataset: str, configuration: str, entries: list[Entry], folds: lis
             if status == "finished":
                 progress.step(f"{entry.name} fold {fold}: finished earlier, skipped")
                 continue
-            command = ["nnUNetv2_train", dataset, configuration, str(fold), "-tr", entry.trainer, "-p", entry.plans,
-                       "-device", device] + {"new": [], "resume": ["--c"], "validate": ["--val"]}[status]
             started = time.time()
             record = {"epochs": schedule.epochs, "iterations": schedule.iterations, "seed": schedule.seed}
             try:
-                runner(command, env, log_path)
+                runner(train_command(dataset, configuration, job, device, status), env, log_path)
             except BenchmarkInterrupted as stop:
                 state[f"{entry.name}/fold_{fold}"] = {"interrupted": signal.Signals(stop.signal_number).name,
                                                       "seconds": time.time() - started, **record}
@@ -217,6 +252,33 @@ def train_all(dataset: str, configuration: str, entries: list[Entry], folds: lis
         save_state(state_path, state)
     save_state(state_path, state)
     return errors
+
+
+def run_on_slurm(config: BenchmarkConfig, datasets: list[str], configuration: str, entries: list[Entry], env: dict,
+                 output: str, say) -> tuple[dict[str, dict[str, str]], int]:
+    """Plan every dataset here, then submit every (dataset, entry, fold) that is neither finished nor
+    queued nor running as one SLURM array (`slurm.submit`); with config.wait, wait for the grid.
+    Returns the failures per dataset ({dataset: {entry name: error}}) and how many tasks are still
+    queued or running."""
+    failures = {dataset: plan_all(dataset, configuration, entries, env, os.path.join(output, "benchmark.log"),
+                                  run_logged) for dataset in datasets}
+    active = {(row["dataset"], row["entry"], row["fold"]) for row in slurm.grid_status(output)
+              if row["state"] in slurm.ACTIVE}
+    tasks = []
+    for dataset in datasets:
+        results = os.path.join(env[RESULTS], dataset)
+        tasks += [slurm.GridTask(Job(entry, fold), dataset, results) for entry in entries
+                  if entry.name not in failures[dataset] for fold in config.folds
+                  if (dataset, entry.name, fold) not in active
+                  and fold_state(Job(entry, fold).folder(results, configuration)) != "finished"]
+    if active:
+        say(f"{len(active)} tasks of an earlier submission are still queued or running: not submitted again")
+    slurm.submit(tasks, configuration, config.device, env, output, config.slurm, say)
+    rows = slurm.wait(output, say) if config.wait else slurm.grid_status(output)
+    for row in rows:
+        if row["state"] == "failed" and row["dataset"] in failures:
+            failures[row["dataset"]][row["entry"]] = f"fold {row['fold']} (SLURM task {row['job']}): {row['error']}"
+    return failures, sum(row["state"] in slurm.ACTIVE for row in rows)
 
 
 def load_state(path: str) -> dict[str, dict]:
@@ -252,51 +314,99 @@ def _run(config: BenchmarkConfig, runner: Runner, say) -> BenchmarkResult:
     output = os.path.abspath(config.output)
     schedule = config.schedule
     entries = config.entries()
-    if config.dataset is None:
-        dataset, configuration = f"Dataset{DEFAULT_DATASET_ID:03d}_{DEFAULT_DATASET_NAME}", "3d_fullres"
+    if not config.datasets:
+        datasets, configuration = [f"Dataset{DEFAULT_DATASET_ID:03d}_{DEFAULT_DATASET_NAME}"], "3d_fullres"
     else:
         require_folders()
-        dataset, configuration = dataset_name(config.dataset), config.configuration
+        datasets, configuration = [dataset_name(d) for d in config.datasets], config.configuration
     env = dict(os.environ)
-    workers = choose_workers(env, planning=config.dataset is None)  # refuses a bad value before the folder is claimed
+    workers = choose_workers(env, planning=not config.datasets)  # refuses a bad value before the folder is claimed
     moved = output_folder.claim(output, config.force)  # before anything is written into it
     if moved:
         say(f"--force: moved what {output} held into {moved}")
-    if config.dataset is None:
+    if not config.datasets:
         env = private_environment(output, env)
         write_dataset(env[RAW], DemoSettings())
     for variable in DEPRECATED_VARIABLES:  # the trainer names carry the schedule
         env.pop(variable, None)
+    if config.save_every:
+        env[SAVE_EVERY_VARIABLE] = str(config.save_every)
     say(workers)
     seeds = f" x seeds {list(config.seeds)}" if config.seeds else ""
     say(f"benchmark of {len(entries) // max(1, len(config.seeds))} trainers{seeds} x folds {list(config.folds)} on "
-        f"{dataset} {configuration} "
-        f"({schedule.describe()}, device {config.device}) into {output}")
-    result = BenchmarkResult(train_all(dataset, configuration, entries, list(config.folds), env, output,
-                                       config.device, runner, say))
+        f"{', '.join(datasets)} {configuration} ({schedule.describe()}, device {config.device}) into {output}")
+    several = len(datasets) > 1
+    if config.executor == "slurm":
+        failures, pending = run_on_slurm(config, datasets, configuration, entries, env, output, say)
+        if pending:
+            say(f"{pending} tasks are queued or running: `nnunet-lightseg status --output {output}` shows them; run "
+                f"this command again (or add --wait) for the profile and report once they are done.")
+            return BenchmarkResult(_flat(failures, several), pending=pending)
+    else:
+        failures = {dataset: train_all(dataset, configuration, entries, list(config.folds), env, output,
+                                       config.device, runner, say,
+                                       state_file=f"benchmark_state_{dataset}.json" if several else STATE_FILE)
+                    for dataset in datasets}
+    result = BenchmarkResult(_flat(failures, several))
+    reports = {}
+    try:
+        for dataset in datasets:
+            reports[dataset] = report_dataset(config, dataset, configuration, entries, env, output, failures[dataset],
+                                              several, result, say)
+        if several and all(built is not None for built in reports.values()):
+            result.report_files += write_cross_dataset(reports, os.path.join(output, "report"), say)
+    finally:  # the failures are shown even when the report stops on a bug
+        for name, error in result.failures.items():
+            say(f"FAILED {name}: {error}")
+    return result
+
+
+def _flat(failures: dict[str, dict[str, str]], several: bool) -> dict[str, str]:
+    """{entry: error} for one dataset, {"dataset: entry": error} for several."""
+    return {(f"{dataset}: {name}" if several else name): error
+            for dataset, errors in failures.items() for name, error in errors.items()}
+
+
+def report_dataset(config: BenchmarkConfig, dataset: str, configuration: str, entries: list[Entry], env: dict,
+                   output: str, failures: dict[str, str], several: bool, result: BenchmarkResult, say) -> dict | None:
+    """Profile (unless config.profile is off) and report one dataset into <output>/report (one dataset)
+    or <output>/report/<dataset> (several); returns the built report, None when it failed."""
     profile = None
     if config.profile:
-        say("profiling every trainer at the plan's patch size")
+        say(f"profiling every trainer at the plan's patch size of {dataset}")
         try:
             networks = tuple(dict.fromkeys(Entry(seedless(e.trainer)[0], e.plans) for e in entries))  # once per seed set
             profile = plan_profile.profile(plan_profile.ProfileConfig(dataset, configuration, networks,
                                                                       device=config.device,
                                                                       predictor=config.predictor),
                                            progress=say, env=env)
-            plan_profile.write(profile, os.path.join(output, "profile.json"))
+            plan_profile.write(profile, os.path.join(output, f"profile_{dataset}.json" if several else "profile.json"))
         except LightSegError as error:
             say(f"profile failed: {error}")
     try:
-        built = report.build(os.path.join(env[RESULTS], dataset), configuration, profile=profile,
-                             errors=result.failures, surface=config.surface)
-        report_folder = os.path.join(output, "report")
-        output_folder.claim(report_folder)
-        result.report_files = report.write(built, report_folder, f"{dataset} {configuration}")
+        built = report.build(os.path.join(env[RESULTS], dataset), configuration, profile=profile, errors=failures,
+                             surface=config.surface)
+        folder = os.path.join(output, "report", dataset) if several else os.path.join(output, "report")
+        output_folder.claim(folder)
+        result.report_files += report.write(built, folder, f"{dataset} {configuration}")
         say(built["summary"].to_string(index=False))
         say(f"report: {result.report_files[-1]}")
+        return built
     except LightSegError as error:
-        say(f"report failed: {error}")
-    finally:  # the failures are shown even when the report stops on a bug
-        for name, error in result.failures.items():
-            say(f"FAILED {name}: {error}")
-    return result
+        say(f"report of {dataset} failed: {error}")
+        return None
+
+
+def write_cross_dataset(reports: dict[str, dict], folder: str, say) -> list[str]:
+    """The cross-dataset summary (`report.cross_dataset_table`) as cross_dataset.md and .csv in `folder`."""
+    table = report.cross_dataset_table(reports)
+    paths = [os.path.join(folder, "cross_dataset.csv"), os.path.join(folder, "cross_dataset.md")]
+    table.to_csv(paths[0], index=False)
+    with open(paths[1], "w") as f:
+        f.write(f"# Across {len(reports)} datasets\n\n" + table.to_markdown(index=False, floatfmt=".4g") + "\n\n"
+                "Rank: by mean foreground Dice on each dataset (1 = best; ties share the mean rank). Wins, ties, "
+                "losses: against each dataset's reference, a win when its Holm-corrected paired Wilcoxon test is "
+                "significant at 0.05 with a positive mean difference, a loss when negative.\n")
+    say(table.to_string(index=False))
+    say(f"cross-dataset summary: {paths[1]}")
+    return paths

@@ -149,14 +149,31 @@ def command_report(args) -> int:
 
 def command_benchmark(args) -> int:
     from nnunet_lightseg.benchmark import BenchmarkConfig, run_benchmark
+    from nnunet_lightseg.slurm import SlurmOptions
 
-    config = BenchmarkConfig(output=args.output, dataset=args.dataset, configuration=args.configuration,
+    config = BenchmarkConfig(output=args.output, datasets=tuple(args.datasets or ()), configuration=args.configuration,
                              trainers=tuple(args.trainers or ()), folds=tuple(args.folds), seeds=tuple(args.seeds),
                              epochs=args.epochs,
                              iterations=args.iterations, device=args.device, predictor=args.predictor,
-                             profile=not args.no_profile, surface=not args.no_surface, force=args.force)
+                             profile=not args.no_profile, surface=not args.no_surface, force=args.force,
+                             executor=args.executor, slurm=SlurmOptions(
+                                 partition=args.partition, gpus_per_task=args.gpus_per_task,
+                                 cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, time_min=args.time_min,
+                                 max_parallel=args.max_parallel, sbatch=tuple(args.sbatch)),
+                             wait=args.wait, save_every=args.save_every)
     result = run_benchmark(config, say=_say)
     return EXIT_FAILED if result.failures else 0
+
+
+def command_status(args) -> int:
+    from nnunet_lightseg import slurm
+
+    if not os.path.isfile(os.path.join(args.output, slurm.GRID_FILE)):
+        raise UsageError(f"{args.output} holds no SLURM grid ({slurm.GRID_FILE}): give the --output of a "
+                         f"`benchmark --executor slurm`.")
+    rows = slurm.grid_status(args.output)
+    print(json.dumps(rows, indent=2) if args.json else slurm.format_status(rows))
+    return EXIT_FAILED if any(row["state"] == "failed" for row in rows) else 0
 
 
 def command_demo(args) -> int:
@@ -254,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "benchmark", parents=[debug],
         help="train, validate, profile and report every trainer (the built-in demo data without -d)")
-    p.add_argument("-d", dest="dataset", help="your dataset (default: the built-in demo data)")
+    p.add_argument("-d", dest="datasets", nargs="+", help="your datasets, one or more (default: the built-in demo "
+                                                           "data); several add a cross-dataset summary")
     p.add_argument("-c", dest="configuration", help="configuration, e.g. 3d_fullres (with -d)")
     p.add_argument("--trainers", nargs="+", help="TRAINER or TRAINER__PLANS, e.g. "
                    "nnUNetTrainer__nnUNetResEncUNetMPlans (default: nnUNetTrainer and the paper models' trainers)")
@@ -272,7 +290,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-surface", action="store_true", help="skip HD95 and NSD in the report")
     p.add_argument("--output", default="lightseg-benchmark", help="working folder (default ./lightseg-benchmark)")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
+    p.add_argument("--save-every", type=int, help="write checkpoint_latest.pth every N epochs (nnU-Net: 50), which an "
+                                                  "interrupted or requeued fold resumes from")
+    cluster = p.add_argument_group("SLURM (--executor slurm; docs/benchmarks.md)")
+    cluster.add_argument("--executor", choices=("local", "slurm"), default="local",
+                         help="local: one fold after another here (default); slurm: one array job of every fold "
+                              "still to do, through submitit; returns once submitted")
+    cluster.add_argument("--partition")
+    cluster.add_argument("--gpus-per-task", type=int, default=0)
+    cluster.add_argument("--cpus-per-task", type=int)
+    cluster.add_argument("--mem-gb", type=float)
+    cluster.add_argument("--time-min", type=int, default=24 * 60, help="time limit per task (default 1440); a task "
+                                                                       "that reaches it is requeued and resumes")
+    cluster.add_argument("--max-parallel", type=int, default=16, help="array tasks running at once (default 16)")
+    cluster.add_argument("--sbatch", nargs="+", default=[], metavar="KEY=VALUE",
+                         help="further sbatch options, e.g. --sbatch qos=high account=mylab")
+    cluster.add_argument("--wait", action="store_true", help="wait for the grid, then profile and report")
     p.set_defaults(func=command_benchmark)
+
+    p = commands.add_parser("status", parents=[debug], help="the SLURM grid of a benchmark: done, running, queued, "
+                                                            "failed (with the error's last line)")
+    p.add_argument("--output", default="lightseg-benchmark", help="the benchmark's --output")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=command_status)
 
     p = commands.add_parser("demo", parents=[debug],
                             help="generate demo data, plan, train a short CPU schedule, predict, evaluate")

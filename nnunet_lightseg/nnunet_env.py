@@ -22,6 +22,7 @@ FOLDER_VARIABLES = {RAW: "raw", PREPROCESSED: "preprocessed", RESULTS: "results"
 AUGMENTATION_WORKERS = "nnUNet_n_proc_DA"  # nnU-Net's data-augmentation worker processes
 DEFAULT_WORKERS = "nnUNet_def_n_proc"  # nnU-Net's other worker processes (preprocessing, validation export)
 WORKER_VARIABLES = (DEFAULT_WORKERS, AUGMENTATION_WORKERS)
+SAVE_EVERY_VARIABLE = "NNUNET_LIGHTSEG_SAVE_EVERY"  # epochs between checkpoint_latest.pth writes (trainers/base.py)
 MAX_CHOSEN_WORKERS = 4
 
 # Each paper model's default variant, and its trainer: what benchmark, profile and the measure

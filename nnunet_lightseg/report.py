@@ -304,6 +304,35 @@ def build(folder: str, configuration: str, reference: str | None = None, profile
             "notes": notes, "reference": reference, "configuration": configuration, "folder": folder}
 
 
+def model_means(cases: pd.DataFrame) -> pd.Series:
+    """Per model: mean foreground Dice, the mean over its (seed, fold) pairs of each fold's mean."""
+    per_fold = fold_means(cases, ["Dice"]).groupby(["model", "seed", "fold"])["Dice"].mean()
+    return per_fold.groupby(level="model").mean()
+
+
+def cross_dataset_table(reports: dict[str, dict]) -> pd.DataFrame:
+    """One row per model over several datasets' reports (`build`), as "nnU-Net Revisited" (Isensee et
+    al. 2024) summarises a benchmark: its rank by mean foreground Dice on each dataset (1 = best, ties
+    share the mean rank), the mean of those ranks, and wins / ties / losses against each dataset's
+    reference (a win: Holm-corrected paired test significant at 0.05 and a positive mean difference)."""
+    ranks, verdicts = {}, {}
+    for dataset, built in reports.items():
+        if len(built["cases"]):
+            for model, rank in model_means(built["cases"]).rank(ascending=False, method="average").items():
+                ranks.setdefault(model, {})[dataset] = rank
+        for row in built["comparisons"].to_dict("records") if len(built["comparisons"]) else []:
+            verdict = "ties" if not row["significant"] else ("wins" if row["mean_difference"] > 0 else "losses")
+            verdicts.setdefault(row["model"], []).append(verdict)
+    rows = []
+    for model, by_dataset in ranks.items():
+        row = {"model": model, "datasets": len(by_dataset), "mean rank": float(np.mean(list(by_dataset.values())))}
+        row.update({f"rank {dataset}": by_dataset.get(dataset, math.nan) for dataset in reports})
+        mine = verdicts.get(model)
+        row.update({kind: (mine.count(kind) if mine is not None else "-") for kind in ("wins", "ties", "losses")})
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["mean rank", "model"]).reset_index(drop=True) if rows else pd.DataFrame()
+
+
 def write(report: dict, output: str, title: str) -> list[str]:
     """report.md, report.csv, per_case.csv, statistics.csv, the PNG plots and report.html."""
     os.makedirs(output, exist_ok=True)

@@ -66,7 +66,7 @@ def user_dataset(tmp_path, monkeypatch):
 
 
 def arguments(tmp_path, **overrides):
-    values = dict(dataset=DATASET, configuration=CONFIGURATION, trainers=("nnUNetTrainer", "nnUNetTrainerVeloxSeg"),
+    values = dict(datasets=(DATASET,), configuration=CONFIGURATION, trainers=("nnUNetTrainer", "nnUNetTrainerVeloxSeg"),
                   folds=(0, 1), epochs=2, iterations=3, device="cpu", predictor=False, profile=False,
                   surface=False, output=str(tmp_path / "bench"))
     values.update(overrides)
@@ -297,3 +297,22 @@ def test_an_unknown_dataset_is_refused_before_anything_is_written(tmp_path, user
     error = capsys.readouterr().err
     assert error.startswith("nnunet-lightseg benchmark: dataset '998' not found") and "Traceback" not in error
     assert not folder.exists()
+
+
+def test_several_datasets_are_reported_each_and_summarised_across(tmp_path, user_dataset):
+    other = "Dataset998_Other"
+    preprocessed = tmp_path / "preprocessed" / other
+    (preprocessed / "tiny_data").mkdir(parents=True)
+    (preprocessed / "nnUNetPlans.json").write_text(json.dumps(
+        {"configurations": {CONFIGURATION: {"data_identifier": "tiny_data"}}}))
+    runner, lines = FakeRunner(user_dataset), []
+    result = benchmark.run_benchmark(arguments(tmp_path, datasets=(DATASET, other)), runner=runner, say=lines.append)
+    assert not result.failures and {c[1] for c in runner.commands} == {DATASET, other}
+    bench = tmp_path / "bench"
+    for dataset in (DATASET, other):
+        assert (bench / "report" / dataset / "report.md").is_file()
+        assert (bench / f"benchmark_state_{dataset}.json").is_file()
+    summary = (bench / "report" / "cross_dataset.md").read_text()
+    assert "mean rank" in summary and "nnUNetTrainerVeloxSeg_2epochs_3iters" in summary
+    with pytest.raises(UsageError, match="each dataset once"):
+        arguments(tmp_path, datasets=(DATASET, DATASET))

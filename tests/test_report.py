@@ -234,3 +234,20 @@ def test_seeds_share_a_row_and_pair_on_case_and_seed(tmp_path):
     row = built["comparisons"].set_index("model").loc["nnUNetTrainerVeloxSeg_1epoch_2iters"]
     assert row["paired_cases"] == 8  # 4 cases x 2 seeds
     assert set(built["cases"]["seed"]) == {"0", "1"}
+
+
+def test_cross_dataset_table_ranks_and_counts_wins_ties_losses(results, tmp_path):
+    first = report.build(results, CONFIGURATION, surface=False)
+    # a second dataset where VeloxSeg is clearly better than the reference on every case
+    folder = tmp_path / "Dataset998_Other"
+    for trainer, value in (("nnUNetTrainer", 0.5), ("nnUNetTrainerVeloxSeg", 0.9)):
+        write_summary(str(folder / f"{trainer}__nnUNetPlans__{CONFIGURATION}" / "fold_0" / "validation"), 0,
+                      [(value + 0.01 * i, value + 0.01 * i) for i in range(8)])
+    second = report.build(str(folder), CONFIGURATION, surface=False)
+    table = report.cross_dataset_table({"Dataset999_Tiny": first, "Dataset998_Other": second}).set_index("model")
+    assert table.loc["nnUNetTrainerVeloxSeg", "rank Dataset998_Other"] == 1
+    assert table.loc["nnUNetTrainer", "wins"] == "-"  # the reference itself
+    velox = table.loc["nnUNetTrainerVeloxSeg"]
+    assert velox["datasets"] == 2 and velox["wins"] + velox["ties"] + velox["losses"] == 2 and velox["wins"] >= 1
+    assert table.loc["nnUNetTrainerUltraLightUNet", "datasets"] == 1
+    assert list(table.index)[0] == "nnUNetTrainerVeloxSeg"  # sorted by mean rank

@@ -21,13 +21,14 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_lightseg import cpu_inference, registry
 from nnunet_lightseg.errors import UsageError
+from nnunet_lightseg.nnunet_env import SAVE_EVERY_VARIABLE
 from nnunet_lightseg.schedules import ITERATIONS_VARIABLE, VAL_ITERATIONS_VARIABLE
 from nnunet_lightseg.trainers.input_channels import InputChannelCheck
 from nnunet_lightseg.trainers.training_layout import apply_training_memory_format
 
 
 def _positive_int_from_env(variable: str) -> int | None:
-    """A deprecated iteration variable (schedules.ITERATIONS_VARIABLE, ...) as a number; None when unset."""
+    """A variable of SettingsFromEnvironment as a number; None when unset."""
     value = os.environ.get(variable)
     if value is None or value == "":
         return None
@@ -36,8 +37,10 @@ def _positive_int_from_env(variable: str) -> int | None:
     except ValueError:
         number = 0
     if number < 1:
-        raise UsageError(f"{variable}={value!r} is not a positive whole number: set it to, e.g., 5, or unset it "
-                         f"and name the schedule instead (<trainer>_<E>epochs_<I>iters, docs/training.md).")
+        advice = ("" if variable == SAVE_EVERY_VARIABLE else
+                  " and name the schedule instead (<trainer>_<E>epochs_<I>iters, docs/training.md)")
+        raise UsageError(f"{variable}={value!r} is not a positive whole number: set it to, e.g., 5, or unset it"
+                         f"{advice}.")
     return number
 
 
@@ -50,22 +53,30 @@ def unwrap(network: nn.Module) -> nn.Module:
     return network
 
 
-class IterationsFromEnvironment:
-    """Mixin for nnU-Net trainers: iterations per epoch from the deprecated NNUNET_LIGHTSEG_ITERATIONS
-    and NNUNET_LIGHTSEG_VAL_ITERATIONS when set, nnU-Net's 250 / 50 otherwise. A schedule name with
-    `_<I>iters` (docs/training.md) sets them after this and wins; the variables remain for runs
-    named without it (`_<E>epochs` folders of earlier versions resume with `--c`)."""
+class SettingsFromEnvironment:
+    """Mixin for nnU-Net trainers: what the environment may set without changing the recipe.
+
+    - Iterations per epoch from the deprecated NNUNET_LIGHTSEG_ITERATIONS and
+      NNUNET_LIGHTSEG_VAL_ITERATIONS when set, nnU-Net's 250 / 50 otherwise. A schedule name with
+      `_<I>iters` (docs/training.md) sets them after this and wins; the variables remain for runs
+      named without it (`_<E>epochs` folders of earlier versions resume with `--c`).
+    - How often checkpoint_latest.pth is written, from SAVE_EVERY_VARIABLE (nnU-Net: every 50
+      epochs): a cluster task that is requeued resumes from it (`benchmark --save-every`).
+    """
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         # Read (and refused when malformed) before nnU-Net makes the fold folder and its log.
-        iterations, val_iterations = map(_positive_int_from_env, (ITERATIONS_VARIABLE, VAL_ITERATIONS_VARIABLE))
+        iterations, val_iterations, save_every = map(_positive_int_from_env, (ITERATIONS_VARIABLE,
+                                                                              VAL_ITERATIONS_VARIABLE,
+                                                                              SAVE_EVERY_VARIABLE))
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_iterations_per_epoch = iterations or self.num_iterations_per_epoch
         self.num_val_iterations_per_epoch = val_iterations or self.num_val_iterations_per_epoch
+        self.save_every = save_every or self.save_every
 
 
-class LightSegTrainer(IterationsFromEnvironment, nnUNetTrainer):
+class LightSegTrainer(SettingsFromEnvironment, nnUNetTrainer):
     """nnU-Net's recipe (SGD, poly LR, Dice + CE, deep supervision) over a registered network.
 
     Short schedules are named: `_<E>epochs_<I>iters` on any trainer name (e.g.

@@ -10,8 +10,8 @@ ResEnc M is this trainer (or `nnUNetTrainer`) with the plans `nnUNetResEncUNetMP
 """
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_lightseg.trainers.base import IterationsFromEnvironment
+from nnunet_lightseg.trainers.base import SettingsFromEnvironment
 
 
-class nnUNetTrainerBaseline(IterationsFromEnvironment, nnUNetTrainer):
+class nnUNetTrainerBaseline(SettingsFromEnvironment, nnUNetTrainer):
     pass
