@@ -127,3 +127,21 @@ def test_a_cancelled_task_is_resubmitted_and_a_requeued_one_resumes(cluster, dat
     assert log_0.split("$ ")[-1].split("\n")[0].endswith("--c")
     assert os.path.getmtime(os.path.join(fold[1], "checkpoint_final.pth")) == finished  # not trained again
     assert json.loads((output / "slurm_grid.json").read_text())["arrays"][1]["tasks"][0]["fold"] == 0
+
+
+def test_a_second_dataset_joins_the_array_and_adds_a_cross_dataset_table(cluster, dataset_env, tmp_path):
+    from nnunet_lightseg.demo_data import DemoSettings, write_dataset
+
+    # a second small dataset, not yet planned: the benchmark plans it here before submitting
+    write_dataset(dataset_env["nnUNet_raw"], DemoSettings(num_training=5, num_test=1, shape=(24, 28, 24), seed=3),
+                  dataset_id=988, dataset_name="LightSegOther")
+    lines = []
+    result = run_benchmark(config(tmp_path / "two", datasets=("987", "988"),
+                                  trainers=("nnUNetTrainer", "nnUNetTrainerVeloxSeg")), say=lines.append)
+    assert not result.failures and result.pending == 0, (result.failures, lines)
+    assert any(line.startswith("submitted 4 tasks") for line in lines)  # both datasets in one array
+    assert {row["dataset"] for row in grid_status(str(tmp_path / "two"))} == {DATASET, "Dataset988_LightSegOther"}
+    summary = (tmp_path / "two" / "report" / "cross_dataset.md").read_text()
+    assert "rank Dataset988_LightSegOther" in summary and "nnUNetTrainerVeloxSeg_1epoch_2iters" in summary
+    for dataset in (DATASET, "Dataset988_LightSegOther"):
+        assert (tmp_path / "two" / "report" / dataset / "report.md").is_file()
