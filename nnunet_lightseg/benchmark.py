@@ -31,6 +31,7 @@ from nnunet_lightseg import output_folder, plan_profile, report, slurm
 from nnunet_lightseg.baselines import PLANNERS, REFERENCE, SCHEDULABLE_REFERENCE, Entry, parse_entry
 from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID, DEFAULT_DATASET_NAME, DemoSettings, write_dataset
 from nnunet_lightseg.errors import BenchmarkInterrupted, LightSegError, StateFileError, StepFailed, UsageError
+from nnunet_lightseg.folds import Job, fold_state, train_command
 from nnunet_lightseg.nnunet_env import (DEFAULT_TRAINERS, PREPROCESSED, RAW, RESULTS, SAVE_EVERY_VARIABLE,
                                         choose_workers, dataset_name, private_environment, require_folders,
                                         run_logged)
@@ -131,23 +132,6 @@ def scheduled(entry: Entry, schedule: Schedule) -> Entry:
     return Entry(scheduled_name(trainer, schedule), entry.plans)
 
 
-@dataclass(frozen=True)
-class Job:
-    entry: Entry  # as trained, schedule included
-    fold: int
-
-    def folder(self, results: str, configuration: str) -> str:
-        return os.path.join(results, f"{self.entry.trainer}__{self.entry.plans}__{configuration}", f"fold_{self.fold}")
-
-
-def fold_state(folder: str) -> str:
-    """'finished', 'validate' (trained, validation missing), 'resume' (a checkpoint to go on from) or 'new'."""
-    trained = os.path.isfile(os.path.join(folder, "checkpoint_final.pth"))
-    if trained:
-        return "finished" if os.path.isfile(os.path.join(folder, "validation", "summary.json")) else "validate"
-    return "resume" if os.path.isfile(os.path.join(folder, "checkpoint_latest.pth")) else "new"
-
-
 def ensure_plans(dataset: str, configuration: str, plans: str, env: dict, log_path: str, runner: Runner,
                  processes: int) -> None:
     """Plan and preprocess `plans` when its plans file or the configuration's data is missing."""
@@ -183,15 +167,6 @@ class Progress:
             remaining = sum(self.durations) / len(self.durations) * (self.total - self.done)
             eta = f", ETA {remaining / 60:.1f} min"
         self.say(f"[{self.done}/{self.total}{eta}] {message}")
-
-
-RESUME_FLAGS = {"new": [], "resume": ["--c"], "validate": ["--val"]}  # nnUNetv2_train's flags per fold_state
-
-
-def train_command(dataset: str, configuration: str, job: Job, device: str, status: str) -> list[str]:
-    """The stock command that takes `job` on from `status` (fold_state): train, resume, or validate."""
-    return ["nnUNetv2_train", dataset, configuration, str(job.fold), "-tr", job.entry.trainer, "-p", job.entry.plans,
-            "-device", device] + RESUME_FLAGS[status]
 
 
 def plan_all(dataset: str, configuration: str, entries: list[Entry], env: dict, log_path: str,

@@ -3,7 +3,7 @@
 Each (trainer, fold) still to do is one task of one array job (`submitit`, array throttle
 `max_parallel`); the task runs the stock `nnUNetv2_train` exactly as the local executor does,
 choosing between a new run, `--c` and `--val` from the fold's files when it starts
-(`benchmark.fold_state`). A task that times out or is pre-empted is requeued by submitit
+(`folds.fold_state`). A task that times out or is pre-empted is requeued by submitit
 (`Checkpointable`), and so is one requeued by hand (`scontrol requeue`); either way it starts again
 and resumes from `checkpoint_latest.pth`, losing the epochs since that was written (nnU-Net: every
 50; `--save-every` shortens that).
@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple
 from nnunet_lightseg import output_folder
 from nnunet_lightseg.baselines import Entry
 from nnunet_lightseg.errors import LightSegError, UsageError
+from nnunet_lightseg.folds import Job, fold_state, train_command
 from nnunet_lightseg.nnunet_env import run_logged
 
 GRID_FILE = "slurm_grid.json"
@@ -38,7 +39,7 @@ ACTIVE = ("queued", "running")
 class GridTask(NamedTuple):
     """One task of the grid: a (trainer, fold) job on one dataset, trained into `results`."""
 
-    job: object  # benchmark.Job
+    job: Job
     dataset: str
     results: str  # <nnUNet_results>/<dataset>
 
@@ -107,8 +108,6 @@ def _task_class():
             self.results, self.env, self.log_path = results, env, log_path
 
         def __call__(self) -> str:
-            from nnunet_lightseg.benchmark import fold_state, train_command
-
             status = fold_state(self.job.folder(self.results, self.configuration))
             if status == "finished":
                 return "finished earlier"
@@ -165,8 +164,6 @@ def _failure(folder: str, task: str) -> str:
 def grid_status(output: str) -> list[dict]:
     """One row per (dataset, trainer, fold) of the grid's newest submission of it: dataset, entry, fold,
     job (the array task), state (done, queued, running, failed) and, for a failure, its last line."""
-    from nnunet_lightseg.benchmark import Job, fold_state
-
     grid = read_grid(output)
     latest = {}
     for array in grid["arrays"]:

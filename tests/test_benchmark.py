@@ -10,6 +10,7 @@ from nnunet_lightseg import benchmark, output_folder
 from nnunet_lightseg.baselines import Entry
 from nnunet_lightseg.cli import main
 from nnunet_lightseg.errors import StateFileError, StepFailed, UsageError
+from nnunet_lightseg.folds import fold_state
 from nnunet_lightseg.nnunet_env import run_logged
 from nnunet_lightseg.schedules import Schedule
 
@@ -150,9 +151,9 @@ def test_schedules_and_fold_states(tmp_path):
                                            "nnUNetTrainerVeloxSeg_1epoch_2iters_seed2"]
     with pytest.raises(UsageError, match="--seeds"):
         benchmark.BenchmarkConfig(seeds=(1, 1))
-    assert benchmark.fold_state(str(tmp_path)) == "new"
+    assert fold_state(str(tmp_path)) == "new"
     (tmp_path / "checkpoint_final.pth").touch()
-    assert benchmark.fold_state(str(tmp_path)) == "validate"
+    assert fold_state(str(tmp_path)) == "validate"
 
 
 def test_a_failed_command_is_summarised_by_its_error_line(tmp_path):
