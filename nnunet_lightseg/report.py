@@ -367,7 +367,7 @@ def write_plots(report: dict, output: str) -> list[str]:
         return []
     written = [plots.per_case_boxes(case_scores(cases), os.path.join(output, "dice_per_case.png"))]
     if "GMAC" in summary:
-        means = fold_means(cases, ["Dice"]).groupby("model")["Dice"].mean()
+        means = model_means(cases)
         for column, label, name in (("GMAC", "GMAC per patch", "dice_vs_gmac.png"),
                                     ("params", "parameters", "dice_vs_params.png")):
             rows = summary.dropna(subset=[column])

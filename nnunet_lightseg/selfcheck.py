@@ -55,8 +55,8 @@ class SelfCheckConfig:
     demo: DemoSettings = DEMO
 
     def __post_init__(self):
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise UsageError(f"--device {self.device}: use auto, cpu or cuda.")
+        if self.device not in plan_profile.DEVICES:
+            raise UsageError(f"--device {self.device}: use one of {', '.join(plan_profile.DEVICES)}.")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda: torch sees no GPU (torch.cuda.is_available() is False); "
                              "use --device cpu, or install a CUDA build of torch.")
