@@ -3,7 +3,8 @@
 # `nnunet-lightseg benchmark --executor slurm` locally. Needs root and Debian's slurm-wlm and munge
 # packages (`apt-get install slurm-wlm munge`; .ci/run installs them). Idempotent: does nothing when
 # `sinfo` already answers. The node offers every CPU of the machine and 90% of its memory to one
-# partition, `local`; jobs may be requeued (`scontrol requeue`).
+# partition, `local`; jobs may be requeued (`scontrol requeue`) and start again 16 s later, not SLURM's
+# default 121 s.
 set -euo pipefail
 
 if sinfo -h >/dev/null 2>&1; then
@@ -31,6 +32,8 @@ cat > /etc/slurm/slurm.conf <<EOF
 ClusterName=lightseg-local
 SlurmctldHost=${host}
 AuthType=auth/munge
+# a requeued job waits cred_expire seconds before it may start again (default 120)
+AuthInfo=cred_expire=15
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none

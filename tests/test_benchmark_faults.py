@@ -24,13 +24,11 @@ pytestmark = pytest.mark.integration
 EPOCHS, ITERATIONS = 3, 2  # SIGTERM in epoch 1, SIGINT in epoch 2 (each after a checkpoint)
 TRAINER = f"nnUNetTrainerFaultTest_{EPOCHS}epochs_{ITERATIONS}iters"
 TRAINER_MODULE = f'''
-import os
-
 from nnunet_lightseg import trainers
 
 
 class {TRAINER}(trainers.nnUNetTrainerUltraLightUNet_T_{EPOCHS}epochs_{ITERATIONS}iters):
-    """A checkpoint every epoch, renamed into place (so that a kill mid-write leaves the previous one)."""
+    """A checkpoint every epoch (the package's trainers rename it into place: a kill mid-write leaves the previous one)."""
 
     def __init__(self, plans, configuration, fold, dataset_json, device=None):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -40,10 +38,6 @@ class {TRAINER}(trainers.nnUNetTrainerUltraLightUNet_T_{EPOCHS}epochs_{ITERATION
         rotation, dummy_2d, patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         self.inference_allowed_mirroring_axes = None
         return rotation, dummy_2d, patch_size, None
-
-    def save_checkpoint(self, filename):
-        super().save_checkpoint(filename + ".partial")
-        os.replace(filename + ".partial", filename)
 '''
 
 

@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_lightseg import registry, trainers
 from nnunet_lightseg.errors import UsageError
 from nnunet_lightseg.schedules import ITERATIONS_VARIABLE, Schedule, scheduled_name, split
-from nnunet_lightseg.trainers.base import LightSegTrainer, _positive_int_from_env
+from nnunet_lightseg.trainers.base import AtomicCheckpoints, LightSegTrainer, _positive_int_from_env
 from nnunet_lightseg.trainers.recipes import WarmupCosineLRScheduler
 
 
@@ -119,6 +120,35 @@ def test_a_seed_in_the_name_makes_the_initial_weights_repeatable(monkeypatch, tm
     assert torch.equal(first_weight("nnUNetTrainerVeloxSeg_1epoch_seed4"), first_weight("nnUNetTrainerVeloxSeg_1epoch_seed4"))
     assert not torch.equal(first_weight("nnUNetTrainerVeloxSeg_1epoch_seed4"),
                            first_weight("nnUNetTrainerVeloxSeg_1epoch_seed5"))
+
+
+def test_a_checkpoint_interrupted_mid_write_leaves_the_previous_one_whole(tmp_path):
+    class Writer:  # stands in for nnUNetTrainer.save_checkpoint: writes, maybe killed half-way
+        interrupt = False
+
+        def save_checkpoint(self, filename):
+            with open(filename, "wb") as f:
+                f.write(b"new, half")
+                if self.interrupt:
+                    raise KeyboardInterrupt
+                f.write(b" and whole")
+
+    class Trainer(AtomicCheckpoints, Writer):
+        pass
+
+    latest = tmp_path / "checkpoint_latest.pth"
+    latest.write_bytes(b"old")
+    trainer = Trainer()
+    trainer.interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(str(latest))
+    assert latest.read_bytes() == b"old"
+    trainer.interrupt = False
+    trainer.save_checkpoint(str(latest))
+    assert latest.read_bytes() == b"new, half and whole" and sorted(p.name for p in tmp_path.iterdir()) == [latest.name]
+    for trainer_class in (LightSegTrainer, trainers.nnUNetTrainerBaseline):
+        order = trainer_class.__mro__
+        assert order.index(AtomicCheckpoints) < order.index(nnUNetTrainer), trainer_class
 
 
 def test_every_trainer_names_a_registered_model():

@@ -76,7 +76,23 @@ class SettingsFromEnvironment:
         self.save_every = save_every or self.save_every
 
 
-class LightSegTrainer(SettingsFromEnvironment, nnUNetTrainer):
+class AtomicCheckpoints:
+    """Mixin for nnU-Net trainers: a checkpoint is written beside its name, then renamed into place.
+
+    nnU-Net's `save_checkpoint` writes straight into checkpoint_latest.pth, so a task killed while
+    writing it (a SLURM time limit, `scancel`, pre-emption) leaves a truncated file, and `--c` then
+    fails with "EOFError: Ran out of input". Renamed into place (os.replace is atomic on one file
+    system), the previous checkpoint stays whole until the new one is.
+    """
+
+    def save_checkpoint(self, filename: str) -> None:
+        partial = filename + ".partial"
+        super().save_checkpoint(partial)
+        if os.path.isfile(partial):  # nothing is written off rank 0 or with checkpointing disabled
+            os.replace(partial, filename)
+
+
+class LightSegTrainer(SettingsFromEnvironment, AtomicCheckpoints, nnUNetTrainer):
     """nnU-Net's recipe (SGD, poly LR, Dice + CE, deep supervision) over a registered network.
 
     Short schedules are named: `_<E>epochs_<I>iters` on any trainer name (e.g.
