@@ -10,7 +10,7 @@ mixed precision, checkpointing and inference stay nnU-Net's. A subclass names it
 from __future__ import annotations
 
 import os
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -85,11 +85,19 @@ class AtomicCheckpoints:
     system), the previous checkpoint stays whole until the new one is.
     """
 
-    def save_checkpoint(self, filename: str) -> None:
-        partial = filename + ".partial"
-        super().save_checkpoint(partial)
-        if os.path.isfile(partial):  # nothing is written off rank 0 or with checkpointing disabled
-            os.replace(partial, filename)
+    def save_checkpoint(self, filename) -> None:
+        if isinstance(filename, str):
+            write_then_rename(filename, super().save_checkpoint)
+        else:  # a buffer (VeloxSeg collects nnU-Net's checkpoint in memory, then writes it with this rule)
+            super().save_checkpoint(filename)
+
+
+def write_then_rename(filename: str, write: Callable[[str], None]) -> None:
+    """`write(filename + ".partial")`, then rename that file over `filename` if it was written."""
+    partial = filename + ".partial"
+    write(partial)
+    if os.path.isfile(partial):  # nnU-Net writes nothing off rank 0 or with checkpointing disabled
+        os.replace(partial, filename)
 
 
 class LightSegTrainer(SettingsFromEnvironment, AtomicCheckpoints, nnUNetTrainer):

@@ -8,7 +8,6 @@ runs them. Their weights ride in the checkpoint under the extra key `sdkt_weight
 `--c` restores them) and their parameters in a second optimizer parameter group.
 """
 import io
-import os
 
 import torch
 from torch import autocast
@@ -18,7 +17,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_lightseg.architectures.veloxseg_sdkt import SDKTTeacher, sdkt_losses
-from nnunet_lightseg.trainers.base import LightSegTrainer, unwrap
+from nnunet_lightseg.trainers.base import LightSegTrainer, unwrap, write_then_rename
 from nnunet_lightseg.trainers.recipes import PaperRecipe
 
 SDKT_KEY = "sdkt_weights"
@@ -86,8 +85,9 @@ class nnUNetTrainerVeloxSeg(_VeloxSegTrainer):
         """nnU-Net's checkpoint plus the reconstruction decoders under `sdkt_weights`, written once.
 
         nnU-Net's own checkpoint goes to memory (its save_checkpoint hands the name to torch.save, which
-        takes a buffer as well), gets the decoders, is written beside `filename` and renamed over it:
-        a crash at any point leaves the previous checkpoint whole.
+        takes a buffer as well), gets the decoders, and is written beside `filename` and renamed over
+        it (`write_then_rename`, as every trainer of ours writes): a crash at any point leaves the
+        previous checkpoint whole.
         """
         if self.local_rank != 0 or self.disable_checkpointing:
             return super().save_checkpoint(filename)
@@ -96,9 +96,7 @@ class nnUNetTrainerVeloxSeg(_VeloxSegTrainer):
         buffer.seek(0)
         checkpoint = torch.load(buffer, map_location="cpu", weights_only=False)
         checkpoint[SDKT_KEY] = unwrap(self.sdkt).state_dict()
-        partial = f"{filename}.partial"
-        torch.save(checkpoint, partial)
-        os.replace(partial, filename)
+        write_then_rename(filename, lambda path: torch.save(checkpoint, path))
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         super().load_checkpoint(filename_or_checkpoint)
