@@ -50,3 +50,27 @@ def test_learning_probe_reports_loss_dice_and_movement(demo_nnunet, monkeypatch,
     assert "step 10: loss" in out and "foreground" in out
     moved = dict(item.split("=") for item in out.split("moved: ")[1].split())
     assert float(moved["head"]) > 0 and "encoder.4" in moved
+
+
+@pytest.mark.integration
+def test_predictor_stages_times_both_ways_and_splits_ours_by_stage(demo_nnunet, monkeypatch, tmp_path, capsys):
+    import json
+    import os
+
+    from nnunet_lightseg.measure import predictor_stages
+
+    env, folder = demo_nnunet
+    monkeypatch.setenv("nnUNet_results", env["nnUNet_results"])  # main() points it at --work; restored after
+    plans = os.path.join(env["nnUNet_preprocessed"], os.path.basename(folder), "nnUNetPlans.json")
+    predictor_stages.main(["--plans", plans, "--images", os.path.join(folder, "imagesTs"), "--cases", "1",
+                           "--trainers", "nnUNetTrainer", "nnUNetTrainerUltraLightUNet_T", "--settings", "fast",
+                           "--threads", "1", "--work", str(tmp_path), "--out", str(tmp_path / "stages.json")])
+    rows = json.loads((tmp_path / "stages.json").read_text())["rows"]
+    assert [(r["setting"], r["trainer"]) for r in rows] == [("fast", "nnUNetTrainer"),
+                                                             ("fast", "nnUNetTrainerUltraLightUNet_T")]
+    for row in rows:
+        assert row["stock_s"] > 0 and row["seconds"] >= row["network_s"] > 0 and row["load_model_s"] > 0
+        for way in ("stock", "ours"):  # both ways wrote the case's segmentation
+            out = tmp_path / "out" / row["trainer"] / "fast" / way
+            assert len(list(out.glob("*.nii.gz"))) == 1, (way, list(out.iterdir()))
+    assert "| fast | nnUNetTrainer | " in capsys.readouterr().out

@@ -1,0 +1,170 @@
+"""Where a case's prediction time goes, per model and setting: nnU-Net's stock predictor against
+`nnunet-lightseg predict` (issue 14).
+
+For nnU-Net's default network and each default paper trainer, a model folder with untrained
+weights is written under --work as `nnUNetv2_train` leaves one (plans.json, dataset.json,
+fold_<k>/checkpoint_final.pth, each fold seeded differently: the time does not depend on the
+weights). The first --cases raw cases are then predicted in two settings,
+
+- defaults: what `nnUNetv2_predict` does without options: folds 0-4, mirroring, tile step 0.5;
+- fast: fold 0, no mirroring, tile step 0.75;
+
+each two ways, models and ways in turn, one at a time:
+
+- stock: `nnUNetPredictor.predict_from_files`, what `nnUNetv2_predict` runs, with its default
+  worker processes (3 preprocessing, 3 export): seconds per case = wall time / cases, model
+  loading and worker start-up included, as a user waits for them;
+- ours: `predict.predict` (`nnunet-lightseg predict`, one process), with its stages per case: load
+  and preprocessing, sliding window (network, Gaussian weighting, mirroring, fold average),
+  resampling and export; model loading is timed apart and spread over the cases in `seconds`.
+
+Torch uses --threads in both ways. Writes --out (JSON) and prints a markdown table.
+
+    python -m nnunet_lightseg.measure.predictor_stages --plans $nnUNet_preprocessed/Dataset004_Hippocampus/nnUNetPlans.json \\
+        --images $nnUNet_raw/Dataset004_Hippocampus/imagesTr --cases 5 --work /tmp/stages --out stages.json
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import statistics
+import time
+
+import torch
+
+from nnunet_lightseg.nnunet_env import DEFAULT_TRAINERS, RESULTS
+
+SETTINGS = {"defaults": {"folds": ("0", "1", "2", "3", "4"), "mirroring": True, "tile_step_size": 0.5},
+            "fast": {"folds": ("0",), "mirroring": False, "tile_step_size": 0.75}}
+REFERENCE = "nnUNetTrainer"
+STOCK_WORKERS = 3  # nnUNetv2_predict's -npp and -nps defaults
+STAGES = ("load_and_preprocess_s", "network_s", "resample_and_export_s")
+
+
+def write_model_folder(results: str, plans_path: str, trainer_name: str, configuration: str, folds: int) -> str:
+    """<results>/<dataset>/<trainer>__<plans>__<configuration> with `folds` seeded untrained checkpoints."""
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunetv2.inference.predict_from_raw_data import recursive_find_trainer_class_by_name
+
+    plans_manager = PlansManager(plans_path)
+    with open(os.path.join(os.path.dirname(plans_path), "dataset.json")) as f:
+        dataset_json = json.load(f)
+    manager = plans_manager.get_configuration(configuration)
+    folder = os.path.join(results, plans_manager.dataset_name,
+                          f"{trainer_name}__{plans_manager.plans_name}__{configuration}")
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(plans_path, os.path.join(folder, "plans.json"))
+    shutil.copy(os.path.join(os.path.dirname(plans_path), "dataset.json"), os.path.join(folder, "dataset.json"))
+    trainer = recursive_find_trainer_class_by_name(trainer_name)
+    n_in = determine_num_input_channels(plans_manager, manager, dataset_json)
+    n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    for fold in range(folds):
+        torch.manual_seed(fold)
+        network = trainer.build_network_architecture(plans_manager, manager, n_in, n_out, False)
+        os.makedirs(os.path.join(folder, f"fold_{fold}"), exist_ok=True)
+        torch.save({"network_weights": network.state_dict(), "trainer_name": trainer_name,
+                    "init_args": {"configuration": configuration},
+                    "inference_allowed_mirroring_axes": tuple(range(len(manager.patch_size)))},
+                   os.path.join(folder, f"fold_{fold}", "checkpoint_final.pth"))
+    return folder
+
+
+def stock_seconds_per_case(model_folder: str, setting: dict, inputs: str, output: str, cases: int) -> float:
+    """Wall seconds per case of nnUNetPredictor.predict_from_files, model loading included."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    start = time.perf_counter()
+    predictor = nnUNetPredictor(tile_step_size=setting["tile_step_size"], use_gaussian=True,
+                                use_mirroring=setting["mirroring"], perform_everything_on_device=False,
+                                device=torch.device("cpu"), verbose=False, verbose_preprocessing=False,
+                                allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(model_folder, tuple(int(f) for f in setting["folds"]))
+    predictor.predict_from_files(inputs, output, save_probabilities=False, overwrite=True,
+                                 num_processes_preprocessing=STOCK_WORKERS,
+                                 num_processes_segmentation_export=STOCK_WORKERS)
+    return (time.perf_counter() - start) / cases
+
+
+def ours(dataset: str, trainer_name: str, configuration: str, setting: dict, inputs: str, output: str,
+         threads: int) -> dict:
+    """Mean seconds per case of `predict.predict` and of each of its stages; loading spread over the cases."""
+    from nnunet_lightseg.predict import PredictConfig, predict
+
+    start = time.perf_counter()
+    records = predict(PredictConfig(input=inputs, output=output, dataset=dataset, configuration=configuration,
+                                    trainer=trainer_name, threads=threads, force=True, **setting), say=lambda _: None)
+    total = time.perf_counter() - start
+    stages = {stage: statistics.mean(r[stage] for r in records) for stage in STAGES}
+    return {"seconds": total / len(records), "load_model_s": total - sum(r["seconds"] for r in records), **stages}
+
+
+def input_folder(images: str, cases: int, work: str) -> str:
+    """A folder of links to the channel files of the first `cases` cases of `images`."""
+    folder = os.path.join(work, "input")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    first = sorted(glob.glob(os.path.join(images, "*_0000.nii.gz")))[:cases]
+    for path in first:
+        for channel in glob.glob(glob.escape(path[:-len("0000.nii.gz")]) + "[0-9][0-9][0-9][0-9].nii.gz"):
+            os.symlink(os.path.abspath(channel), os.path.join(folder, os.path.basename(channel)))
+    return folder
+
+
+def markdown(rows: list[dict]) -> str:
+    reference = {r["setting"]: r["stock_s"] for r in rows if r["trainer"] == REFERENCE}
+    lines = ["| setting | trainer | stock s/case | x nnU-Net stock | ours s/case | x nnU-Net stock | "
+             "load model s | load + preprocess | sliding window | resample + export |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        base = reference.get(r["setting"])
+        ratio = (lambda s: f"{base / s:.2f}" if base else "-")
+        lines.append(f"| {r['setting']} | {r['trainer']} | {r['stock_s']:.2f} | {ratio(r['stock_s'])} | "
+                     f"{r['seconds']:.2f} | {ratio(r['seconds'])} | {r['load_model_s']:.2f} | "
+                     f"{r['load_and_preprocess_s']:.2f} | {r['network_s']:.2f} | {r['resample_and_export_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--plans", required=True, help="nnUNetPlans.json (dataset.json beside it)")
+    parser.add_argument("--images", required=True, help="folder of raw images (<case>_0000.nii.gz, ...)")
+    parser.add_argument("--configuration", default="3d_fullres")
+    parser.add_argument("--cases", type=int, default=5)
+    parser.add_argument("--trainers", nargs="+", default=[REFERENCE, *DEFAULT_TRAINERS])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", required=True, help="a scratch folder (model folders, inputs, outputs)")
+    parser.add_argument("--out", required=True, help="the JSON file to write")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ[RESULTS] = results = os.path.join(args.work, "results")
+    inputs = input_folder(args.images, args.cases, args.work)
+    cases = len(glob.glob(os.path.join(inputs, "*_0000.nii.gz")))
+    with open(args.plans) as f:
+        dataset = json.load(f)["dataset_name"]
+    rows, load_before = [], os.getloadavg()[0]
+    for trainer_name in args.trainers:
+        folder = write_model_folder(results, args.plans, trainer_name, args.configuration, 5)
+        for name in args.settings:
+            setting = SETTINGS[name]
+            out = os.path.join(args.work, "out", trainer_name, name)
+            stock = stock_seconds_per_case(folder, setting, inputs, os.path.join(out, "stock"), cases)
+            ours_row = ours(dataset, trainer_name, args.configuration, setting, inputs, os.path.join(out, "ours"),
+                            args.threads)
+            rows.append({"setting": name, "trainer": trainer_name, "stock_s": stock, **ours_row})
+            print(json.dumps(rows[-1]), flush=True)
+    report = {"plans": os.path.abspath(args.plans), "cases": cases, "threads": args.threads,
+              "stock_workers": STOCK_WORKERS, "settings": {n: SETTINGS[n] for n in args.settings},
+              "load_average_before": load_before, "load_average_after": os.getloadavg()[0], "rows": rows}
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"\n{cases} cases, {args.threads} torch threads, load average {load_before:.1f} before, "
+          f"{report['load_average_after']:.1f} after\n\n{markdown(rows)}")
+
+
+if __name__ == "__main__":
+    main()
