@@ -18,7 +18,10 @@ each two ways, models and ways in turn, one at a time:
   and preprocessing, sliding window (network, Gaussian weighting, mirroring, fold average),
   resampling and export; model loading is timed apart and spread over the cases in `seconds`.
 
-Torch uses --threads in both ways. Writes --out (JSON) and prints a markdown table.
+Torch uses --threads in both ways, unless nnUNet_def_n_proc is set lower: nnU-Net's predictor caps
+torch's threads at it while the sliding window runs (so `nnUNet_def_n_proc=1`, which makes training
+validation faster on 2 cores, makes prediction single-threaded); the report records it. Writes --out
+(JSON) and prints a markdown table.
 
     python -m nnunet_lightseg.measure.predictor_stages --plans $nnUNet_preprocessed/Dataset004_Hippocampus/nnUNetPlans.json \\
         --images $nnUNet_raw/Dataset004_Hippocampus/imagesTr --cases 5 --work /tmp/stages --out stages.json
@@ -108,6 +111,8 @@ def input_folder(images: str, cases: int, work: str) -> str:
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     first = sorted(glob.glob(os.path.join(images, "*_0000.nii.gz")))[:cases]
+    if not first:
+        raise SystemExit(f"--images {images}: no <case>_0000.nii.gz there; give a folder of raw images.")
     for path in first:
         for channel in glob.glob(glob.escape(path[:-len("0000.nii.gz")]) + "[0-9][0-9][0-9][0-9].nii.gz"):
             os.symlink(os.path.abspath(channel), os.path.join(folder, os.path.basename(channel)))
@@ -115,16 +120,20 @@ def input_folder(images: str, cases: int, work: str) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    reference = {r["setting"]: r["stock_s"] for r in rows if r["trainer"] == REFERENCE}
-    lines = ["| setting | trainer | stock s/case | x nnU-Net stock | ours s/case | x nnU-Net stock | "
+    """The table of docs/performance.md: per case, and two speed-ups over nnU-Net's default network:
+    what a user sees (nnU-Net's default through the stock predictor against the model through
+    `nnunet-lightseg predict`) and the network's share (both through `nnunet-lightseg predict`)."""
+    stock = {r["setting"]: r["stock_s"] for r in rows if r["trainer"] == REFERENCE}
+    same = {r["setting"]: r["seconds"] for r in rows if r["trainer"] == REFERENCE}
+    lines = ["| setting | trainer | stock s/case | ours s/case | x vs nnU-Net stock | x vs nnU-Net ours | "
              "load model s | load + preprocess | sliding window | resample + export |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        base = reference.get(r["setting"])
-        ratio = (lambda s: f"{base / s:.2f}" if base else "-")
-        lines.append(f"| {r['setting']} | {r['trainer']} | {r['stock_s']:.2f} | {ratio(r['stock_s'])} | "
-                     f"{r['seconds']:.2f} | {ratio(r['seconds'])} | {r['load_model_s']:.2f} | "
-                     f"{r['load_and_preprocess_s']:.2f} | {r['network_s']:.2f} | {r['resample_and_export_s']:.2f} |")
+        def ratio(reference):
+            return f"{reference[r['setting']] / r['seconds']:.2f}" if r["setting"] in reference else "-"
+        lines.append(f"| {r['setting']} | {r['trainer']} | {r['stock_s']:.2f} | {r['seconds']:.2f} | {ratio(stock)} | "
+                     f"{ratio(same)} | {r['load_model_s']:.2f} | {r['load_and_preprocess_s']:.3f} | "
+                     f"{r['network_s']:.2f} | {r['resample_and_export_s']:.3f} |")
     return "\n".join(lines)
 
 
@@ -158,6 +167,7 @@ def main(argv=None) -> None:
             rows.append({"setting": name, "trainer": trainer_name, "stock_s": stock, **ours_row})
             print(json.dumps(rows[-1]), flush=True)
     report = {"plans": os.path.abspath(args.plans), "cases": cases, "threads": args.threads,
+              "nnUNet_def_n_proc": os.environ.get("nnUNet_def_n_proc"),
               "stock_workers": STOCK_WORKERS, "settings": {n: SETTINGS[n] for n in args.settings},
               "load_average_before": load_before, "load_average_after": os.getloadavg()[0], "rows": rows}
     with open(args.out, "w") as f:
