@@ -3,6 +3,8 @@
 - `inference_steps`: per-patch CPU latency of each step of the CPU inference engine (docs/performance.md)
 - `onnx_export_check`: ONNX export of each model, its dynamic axes and parity with torch (docs/deployment.md)
 - `predictor_per_case`: seconds per case through nnU-Net's own predictor (docs/performance.md)
+- `predictor_stages`: seconds per case of the stock predictor and of `nnunet-lightseg predict`, by
+  stage, under nnUNetv2_predict's defaults and a fast setting (docs/performance.md)
 - `training_layout`: CPU training step, default against channels-last layout (docs/performance.md)
 - `lightmedseg_stability`: LightMedSeg under nnU-Net's recipe on a synthetic task
   (docs/architectures/lightmedseg.md)
@@ -13,3 +15,9 @@
 
 They run the paper models' default variants (`nnunet_env.DEFAULT_MODELS`) unless given `--models`.
 """
+
+
+def markdown_table(header: list[str], rows: list[list]) -> list[str]:
+    """The lines of a markdown table: the header, its rule, then one line per row."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]

@@ -27,6 +27,7 @@ import torch
 
 from nnunet_lightseg import registry
 from nnunet_lightseg.cpu_inference import build_inference_copy, run_inference_copy
+from nnunet_lightseg.measure import markdown_table
 from nnunet_lightseg.memory_layout import channels_last_format
 from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
 from nnunet_lightseg.profiling import count_gmac, machine_description
@@ -127,17 +128,16 @@ def report(all_cases: list[dict], threads: int, rounds: int, load_before, load_a
     baseline = next((c for c in all_cases if c["model"].startswith("nnU-Net")), None)
     base_best = min(min(t) for t in baseline["times"].values()) if baseline else None
     lines = [f"machine: {machine_description()}, {os.cpu_count()} logical CPUs, torch threads {threads}, "
-             f"{rounds} interleaved rounds; load average before {load_before}, after {load_after}", "",
-             "| model | input | GMAC | step | min ms | median ms | GMAC/s (min) | x nnU-Net best (min) | max diff |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"{rounds} interleaved rounds; load average before {load_before}, after {load_after}", ""]
+    rows = []
     for c in all_cases:
         for step, times in c["times"].items():
             best, median = min(times), statistics.median(times)
             ratio = f"{base_best / best:.1f}" if base_best and c["input"] == "plan" else ""
-            lines.append(f"| {c['model']} | {'x'.join(map(str, c['shape'][1:]))} | {c['gmac']:.3f} | {step} | "
-                         f"{best * 1e3:.1f} | {median * 1e3:.1f} | {c['gmac'] / best:.1f} | {ratio} | "
-                         f"{c['max_diff']:.1e} |")
-    return "\n".join(lines)
+            rows.append([c["model"], "x".join(map(str, c["shape"][1:])), f"{c['gmac']:.3f}", step, f"{best * 1e3:.1f}",
+                         f"{median * 1e3:.1f}", f"{c['gmac'] / best:.1f}", ratio, f"{c['max_diff']:.1e}"])
+    return "\n".join(lines + markdown_table(["model", "input", "GMAC", "step", "min ms", "median ms", "GMAC/s (min)",
+                                              "x nnU-Net best (min)", "max diff"], rows))
 
 
 def main(argv=None) -> None:

@@ -38,6 +38,7 @@ import time
 
 import torch
 
+from nnunet_lightseg.measure import markdown_table
 from nnunet_lightseg.nnunet_env import DEFAULT_TRAINERS, RESULTS
 
 SETTINGS = {"defaults": {"folds": ("0", "1", "2", "3", "4"), "mirroring": True, "tile_step_size": 0.5},
@@ -125,16 +126,16 @@ def markdown(rows: list[dict]) -> str:
     `nnunet-lightseg predict`) and the network's share (both through `nnunet-lightseg predict`)."""
     stock = {r["setting"]: r["stock_s"] for r in rows if r["trainer"] == REFERENCE}
     same = {r["setting"]: r["seconds"] for r in rows if r["trainer"] == REFERENCE}
-    lines = ["| setting | trainer | stock s/case | ours s/case | x vs nnU-Net stock | x vs nnU-Net ours | "
-             "load model s | load + preprocess | sliding window | resample + export |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        def ratio(reference):
-            return f"{reference[r['setting']] / r['seconds']:.2f}" if r["setting"] in reference else "-"
-        lines.append(f"| {r['setting']} | {r['trainer']} | {r['stock_s']:.2f} | {r['seconds']:.2f} | {ratio(stock)} | "
-                     f"{ratio(same)} | {r['load_model_s']:.2f} | {r['load_and_preprocess_s']:.3f} | "
-                     f"{r['network_s']:.2f} | {r['resample_and_export_s']:.3f} |")
-    return "\n".join(lines)
+
+    def ratio(reference: dict, row: dict) -> str:
+        return f"{reference[row['setting']] / row['seconds']:.2f}" if row["setting"] in reference else "-"
+
+    return "\n".join(markdown_table(
+        ["setting", "trainer", "stock s/case", "ours s/case", "x vs nnU-Net stock", "x vs nnU-Net ours", "load model s",
+         "load + preprocess", "sliding window", "resample + export"],
+        [[r["setting"], r["trainer"], f"{r['stock_s']:.2f}", f"{r['seconds']:.2f}", ratio(stock, r), ratio(same, r),
+          f"{r['load_model_s']:.2f}", f"{r['load_and_preprocess_s']:.3f}", f"{r['network_s']:.2f}",
+          f"{r['resample_and_export_s']:.3f}"] for r in rows]))
 
 
 def main(argv=None) -> None:
