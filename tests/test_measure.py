@@ -75,3 +75,15 @@ def test_predictor_stages_times_both_ways_and_splits_ours_by_stage(demo_nnunet, 
             assert len(list(out.glob("*.nii.gz"))) == 1, (way, list(out.iterdir()))
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fast |")]
     assert len(table) == 2 and table[0].split(" | ")[5] == "1.00"  # the reference against itself, same pipeline
+
+
+def test_ct_like_cases_have_air_body_and_both_classes_in_hounsfield_like_units():
+    import numpy as np
+
+    from nnunet_lightseg.measure import ct_like
+
+    image, label = ct_like.make_case(np.random.default_rng(0), (40, 48, 44))
+    assert image.shape == label.shape == (40, 48, 44) and image.dtype == np.float32
+    assert set(np.unique(label)) == {0, 1, 2}
+    assert abs(np.median(image[0, 0]) + 1000) < 100  # a corner is air
+    assert 50 < image[label == 1].mean() < 110 and 350 < image[label == 2].mean() < 450

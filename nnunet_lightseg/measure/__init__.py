@@ -5,6 +5,8 @@
 - `predictor_per_case`: seconds per case through nnU-Net's own predictor (docs/performance.md)
 - `predictor_stages`: seconds per case of the stock predictor and of `nnunet-lightseg predict`, by
   stage, under nnUNetv2_predict's defaults and a fast setting (docs/performance.md)
+- `ct_like`: a generated CT-like dataset (1.5 mm, 200^3 by default), planned by nnU-Net, for
+  `predictor_stages` on a large case
 - `training_layout`: CPU training step, default against channels-last layout (docs/performance.md)
 - `lightmedseg_stability`: LightMedSeg under nnU-Net's recipe on a synthetic task
   (docs/architectures/lightmedseg.md)
