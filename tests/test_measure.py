@@ -53,7 +53,7 @@ def test_learning_probe_reports_loss_dice_and_movement(demo_nnunet, monkeypatch,
 
 
 @pytest.mark.integration
-def test_predictor_stages_times_both_ways_and_splits_ours_by_stage(demo_nnunet, monkeypatch, tmp_path, capsys):
+def test_predictor_stages_times_every_way_and_splits_ours_by_stage(demo_nnunet, monkeypatch, tmp_path, capsys):
     import json
     import os
 
@@ -64,13 +64,14 @@ def test_predictor_stages_times_both_ways_and_splits_ours_by_stage(demo_nnunet, 
     plans = os.path.join(env["nnUNet_preprocessed"], os.path.basename(folder), "nnUNetPlans.json")
     predictor_stages.main(["--plans", plans, "--images", os.path.join(folder, "imagesTs"), "--cases", "1",
                            "--trainers", "nnUNetTrainer", "nnUNetTrainerUltraLightUNet_T", "--settings", "fast",
-                           "--threads", "1", "--work", str(tmp_path), "--out", str(tmp_path / "stages.json")])
+                           "--threads", "1", "--onnx", "--work", str(tmp_path), "--out", str(tmp_path / "stages.json")])
     rows = json.loads((tmp_path / "stages.json").read_text())["rows"]
     assert [(r["setting"], r["trainer"]) for r in rows] == [("fast", "nnUNetTrainer"),
                                                              ("fast", "nnUNetTrainerUltraLightUNet_T")]
     for row in rows:
         assert row["stock_s"] > 0 and row["seconds"] >= row["network_s"] > 0 and row["load_model_s"] > 0
-        for way in ("stock", "ours"):  # both ways wrote the case's segmentation
+        assert row["onnx_s"] >= row["onnx_network_s"] > 0  # fold 0 exported, predicted through ONNX Runtime
+        for way in ("stock", "ours", "onnx"):  # every way wrote the case's segmentation
             out = tmp_path / "out" / row["trainer"] / "fast" / way
             assert len(list(out.glob("*.nii.gz"))) == 1, (way, list(out.iterdir()))
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fast |")]
@@ -87,3 +88,13 @@ def test_ct_like_cases_have_air_body_and_both_classes_in_hounsfield_like_units()
     assert set(np.unique(label)) == {0, 1, 2}
     assert abs(np.median(image[0, 0]) + 1000) < 100  # a corner is air
     assert 50 < image[label == 1].mean() < 110 and 350 < image[label == 2].mean() < 450
+
+
+def test_onnx_export_check_reports_parity_and_times_both_runtimes(capsys):
+    pytest.importorskip("onnxruntime")
+    from nnunet_lightseg.measure import onnx_export_check
+
+    onnx_export_check.main(["--models", "VeloxSeg", "--threads", "1", "--repeats", "1"])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| VeloxSeg |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert float(cells[2]) < 1e-4 and float(cells[4]) > 0 and float(cells[5]) > 0

@@ -4,22 +4,27 @@ Each model, randomly initialised on the Hippocampus plan (1 channel, 3 classes, 
 three 2x steps), goes through `onnx_export.export_network`, the export and checks of `nnunet-lightseg
 export`: exported with dynamic spatial axes, run on a batch of two at the patch + 8 voxels per axis,
 exported again with fixed axes if that fails or disagrees; the figure is max |ONNX - torch| /
-max |logit| at the patch (docs/deployment.md).
+max |logit| at the patch (docs/deployment.md). Then one patch is timed both ways, interleaved
+(`timing.timed_runs`, median of --repeats after one warm-up): torch as nnU-Net's predictor runs the
+network on a CPU (inference mode, through our inference engine, `cpu_inference`), and the exported
+model in an ONNX Runtime session with as many threads.
 
-    python -m nnunet_lightseg.measure.onnx_export_check [--models ...] [--threads 1]
+    python -m nnunet_lightseg.measure.onnx_export_check [--models ...] [--threads 1] [--repeats 10]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 
 import torch
 
-from nnunet_lightseg import registry
+from nnunet_lightseg import cpu_inference, registry
 from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
-from nnunet_lightseg.onnx_export import export_network
+from nnunet_lightseg.onnx_export import export_network, session
+from nnunet_lightseg.timing import timed_runs
 
 PATCH, STEPS = (40, 56, 40), [(2, 2, 2)] * 3
 
@@ -28,18 +33,29 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), patch {PATCH}\n\n"
-          "| model | spatial axes | max relative difference at the patch | export and checks, s |\n|---|---|---|---|")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), patch {PATCH}, median of {args.repeats}\n\n"
+          "| model | spatial axes | max relative difference at the patch | export and checks, s | torch ms | "
+          "ONNX Runtime ms |\n|---|---|---|---|---|---|")
+    x = torch.randn(1, 1, *PATCH)
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
             torch.manual_seed(0)
             network = registry.get(name).create(registry.Plan(1, 3, PATCH, STEPS)).eval()
-            start = time.perf_counter()
-            parity = export_network(network, 1, list(PATCH), os.path.join(folder, f"{name}.onnx"), args.threads)
+            path, start = os.path.join(folder, f"{name}.onnx"), time.perf_counter()
+            parity = export_network(network, 1, list(PATCH), path, args.threads)
+            seconds = time.perf_counter() - start
+            cpu_inference.enable(network)
+            onnx_session = session(path, args.threads)
+            with torch.inference_mode():
+                times = timed_runs({"torch": lambda: network(x),
+                                    "onnx": lambda: onnx_session.run(None, {"image": x.numpy()})}, args.repeats)
             print(f"| {name} | {'dynamic' if parity['dynamic_spatial_axes'] else 'fixed'} | "
-                  f"{parity['max_relative_difference_at_patch']:.1e} | {time.perf_counter() - start:.0f} |", flush=True)
+                  f"{parity['max_relative_difference_at_patch']:.1e} | {seconds:.0f} | "
+                  f"{statistics.median(times['torch']) * 1e3:.1f} | {statistics.median(times['onnx']) * 1e3:.1f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

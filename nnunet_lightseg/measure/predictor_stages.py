@@ -16,7 +16,9 @@ each two ways, models and ways in turn, one at a time:
   loading and worker start-up included, as a user waits for them;
 - ours: `predict.predict` (`nnunet-lightseg predict`, one process), with its stages per case: load
   and preprocessing, sliding window (network, Gaussian weighting, mirroring, fold average),
-  resampling and export; model loading is timed apart and spread over the cases in `seconds`.
+  resampling and export; model loading is timed apart and spread over the cases in `seconds`;
+- with --onnx, in the one-fold settings: fold 0 exported by `nnunet-lightseg export` (not timed)
+  and predicted by `predict --onnx`, the same pipeline around an ONNX Runtime session.
 
 Torch uses --threads in both ways, unless nnUNet_def_n_proc is set lower: nnU-Net's predictor caps
 torch's threads at it while the sliding window runs (so `nnUNet_def_n_proc=1`, which makes training
@@ -93,17 +95,25 @@ def stock_seconds_per_case(model_folder: str, setting: dict, inputs: str, output
     return (time.perf_counter() - start) / cases
 
 
-def ours(dataset: str, trainer_name: str, configuration: str, setting: dict, inputs: str, output: str,
-         threads: int) -> dict:
-    """Mean seconds per case of `predict.predict` and of each of its stages; loading spread over the cases."""
-    from nnunet_lightseg.predict import PredictConfig, predict
+def ours(config) -> dict:
+    """Mean seconds per case of `predict.predict` with `config` and of each of its stages; model
+    loading spread over the cases (and apart in load_model_s)."""
+    from nnunet_lightseg.predict import predict
 
     start = time.perf_counter()
-    records = predict(PredictConfig(input=inputs, output=output, dataset=dataset, configuration=configuration,
-                                    trainer=trainer_name, threads=threads, force=True, **setting), say=lambda _: None)
+    records = predict(config, say=lambda _: None)
     total = time.perf_counter() - start
     stages = {stage: statistics.mean(r[stage] for r in records) for stage in STAGES}
     return {"seconds": total / len(records), "load_model_s": total - sum(r["seconds"] for r in records), **stages}
+
+
+def exported(dataset: str, trainer_name: str, configuration: str, fold: str, work: str) -> str:
+    """The folder `nnunet-lightseg export` writes for this fold (not timed)."""
+    from nnunet_lightseg.onnx_export import ExportConfig, export_fold
+
+    folder = os.path.join(work, "onnx", trainer_name)
+    export_fold(ExportConfig(dataset, configuration, trainer_name, fold, folder, force=True))
+    return folder
 
 
 def input_folder(images: str, cases: int, work: str) -> str:
@@ -132,10 +142,11 @@ def markdown(rows: list[dict]) -> str:
 
     return "\n".join(markdown_table(
         ["setting", "trainer", "stock s/case", "ours s/case", "x vs nnU-Net stock", "x vs nnU-Net ours", "load model s",
-         "load + preprocess", "sliding window", "resample + export"],
+         "load + preprocess", "sliding window", "resample + export", "ONNX s/case", "ONNX sliding window"],
         [[r["setting"], r["trainer"], f"{r['stock_s']:.2f}", f"{r['seconds']:.2f}", ratio(stock, r), ratio(same, r),
           f"{r['load_model_s']:.2f}", f"{r['load_and_preprocess_s']:.3f}", f"{r['network_s']:.2f}",
-          f"{r['resample_and_export_s']:.3f}"] for r in rows]))
+          f"{r['resample_and_export_s']:.3f}", *(f"{r[k]:.2f}" if k in r else "-" for k in ("onnx_s", "onnx_network_s"))]
+         for r in rows]))
 
 
 def main(argv=None) -> None:
@@ -149,7 +160,12 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", required=True, help="a scratch folder (model folders, inputs, outputs)")
     parser.add_argument("--out", required=True, help="the JSON file to write")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also predict through ONNX Runtime (`nnunet-lightseg export` of fold 0, then "
+                             "`predict --onnx`) in the one-fold settings")
     args = parser.parse_args(argv)
+    from nnunet_lightseg.predict import PredictConfig
+
     torch.set_num_threads(args.threads)
     os.environ[RESULTS] = results = os.path.join(args.work, "results")
     inputs = input_folder(args.images, args.cases, args.work)
@@ -163,9 +179,17 @@ def main(argv=None) -> None:
             setting = SETTINGS[name]
             out = os.path.join(args.work, "out", trainer_name, name)
             stock = stock_seconds_per_case(folder, setting, inputs, os.path.join(out, "stock"), cases)
-            ours_row = ours(dataset, trainer_name, args.configuration, setting, inputs, os.path.join(out, "ours"),
-                            args.threads)
-            rows.append({"setting": name, "trainer": trainer_name, "stock_s": stock, **ours_row})
+            common = dict(input=inputs, threads=args.threads, force=True, mirroring=setting["mirroring"],
+                          tile_step_size=setting["tile_step_size"])
+            row = {"setting": name, "trainer": trainer_name, "stock_s": stock,
+                   **ours(PredictConfig(output=os.path.join(out, "ours"), dataset=dataset,
+                                        configuration=args.configuration, trainer=trainer_name,
+                                        folds=setting["folds"], **common))}
+            if args.onnx and len(setting["folds"]) == 1:  # an export holds one fold
+                onnx = ours(PredictConfig(output=os.path.join(out, "onnx"), onnx=exported(
+                    dataset, trainer_name, args.configuration, setting["folds"][0], args.work), **common))
+                row.update(onnx_s=onnx["seconds"], onnx_network_s=onnx["network_s"])
+            rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
     report = {"plans": os.path.abspath(args.plans), "cases": cases, "threads": args.threads,
               "nnUNet_def_n_proc": os.environ.get("nnUNet_def_n_proc"),
