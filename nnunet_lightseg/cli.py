@@ -208,13 +208,12 @@ def command_predict(args) -> int:
 
 
 def command_selfcheck(args) -> int:
-    from nnunet_lightseg.selfcheck import SelfCheckConfig, run_selfcheck
+    from nnunet_lightseg.selfcheck import SelfCheckConfig, markdown, run_selfcheck
 
     result = run_selfcheck(SelfCheckConfig(output=args.output, device=args.device, trainers=tuple(args.trainers),
                                            iterations=args.iterations, force=args.force), say=_say)
     output = os.path.abspath(args.output)
-    with open(os.path.join(output, "selfcheck.md")) as f:
-        print("\n" + f.read())
+    print("\n" + markdown(result))
     print(f"written: {os.path.join(output, 'selfcheck.json')}, {os.path.join(output, 'selfcheck.md')}")
     return 0 if result["passed"] else EXIT_FAILED
 
