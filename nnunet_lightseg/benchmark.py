@@ -33,9 +33,8 @@ from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID, DEFAULT_DATASET_NAME, 
 from nnunet_lightseg.errors import BenchmarkInterrupted, LightSegError, StateFileError, StepFailed, UsageError
 from nnunet_lightseg.folds import Job, fold_state, train_command
 from nnunet_lightseg.nnunet_env import (DEFAULT_TRAINERS, PREPROCESSED, RAW, RESULTS, SAVE_EVERY_VARIABLE,
-                                        choose_workers, dataset_name, private_environment, require_folders,
-                                        run_logged)
-from nnunet_lightseg.schedules import DEPRECATED_VARIABLES, Schedule, scheduled_name, seedless, split
+                                        command_environment, dataset_name, require_folders, run_logged)
+from nnunet_lightseg.schedules import Schedule, scheduled_name, seedless, split
 from nnunet_lightseg.slurm import SlurmOptions
 
 STATE_FILE = "benchmark_state.json"
@@ -294,19 +293,12 @@ def _run(config: BenchmarkConfig, runner: Runner, say) -> BenchmarkResult:
     else:
         require_folders()
         datasets, configuration = [dataset_name(d) for d in config.datasets], config.configuration
-    env = dict(os.environ)
-    workers = choose_workers(env, planning=not config.datasets)  # refuses a bad value before the folder is claimed
-    moved = output_folder.claim(output, config.force)  # before anything is written into it
-    if moved:
-        say(f"--force: moved what {output} held into {moved}")
+    env = command_environment(output, config.force, private=not config.datasets, say=say,
+                              planning=not config.datasets)
     if not config.datasets:
-        env = private_environment(output, env)
         write_dataset(env[RAW], DemoSettings())
-    for variable in DEPRECATED_VARIABLES:  # the trainer names carry the schedule
-        env.pop(variable, None)
     if config.save_every:
         env[SAVE_EVERY_VARIABLE] = str(config.save_every)
-    say(workers)
     seeds = f" x seeds {list(config.seeds)}" if config.seeds else ""
     say(f"benchmark of {len(entries) // max(1, len(config.seeds))} trainers{seeds} x folds {list(config.folds)} on "
         f"{', '.join(datasets)} {configuration} ({schedule.describe()}, device {config.device}) into {output}")

@@ -15,11 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from nnunet_lightseg import output_folder
 from nnunet_lightseg.demo_data import DEFAULT_DATASET_ID, LABELS, DemoSettings, write_dataset
 from nnunet_lightseg.errors import UsageError
-from nnunet_lightseg.nnunet_env import RAW, choose_workers, private_environment, require_folders, run_logged
-from nnunet_lightseg.schedules import DEPRECATED_VARIABLES, Schedule, scheduled_name, split
+from nnunet_lightseg.nnunet_env import RAW, command_environment, require_folders, run_logged
+from nnunet_lightseg.schedules import Schedule, scheduled_name, split
 
 NOISY_PREFIXES = ("  Inspecting module", "Searching in", "Searching for class")  # nnU-Net's trainer search
 
@@ -67,16 +66,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> DemoResu
     work = os.path.abspath(config.output)
     if config.use_nnunet_env:
         require_folders()
-    env = dict(os.environ)
-    workers = choose_workers(env)  # before anything is written
-    moved = output_folder.claim(work, config.force)
-    if moved:
-        say(f"--force: moved what {work} held into {moved}")
-    if not config.use_nnunet_env:
-        env = private_environment(work, base=env)
-    say(workers)
-    for variable in DEPRECATED_VARIABLES:  # the trainer name carries the schedule
-        env.pop(variable, None)
+    env = command_environment(work, config.force, private=not config.use_nnunet_env, say=say)
     log_path = os.path.join(work, "demo.log")
     echo = _echo(say)
 

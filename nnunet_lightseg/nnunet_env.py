@@ -54,6 +54,29 @@ def private_environment(work: str, base: Mapping[str, str] | None = None) -> dic
     return env
 
 
+def command_environment(work: str, force: bool, private: bool, say: Callable[[str], None],
+                        planning: bool = True) -> dict:
+    """The environment of a command that writes into its own folder `work` (demo, benchmark,
+    selfcheck): nnU-Net's worker counts chosen (`choose_workers`: a bad value is refused before
+    anything is written), `work` claimed (`output_folder.claim`: with `force`, what it held is moved
+    aside, and said), nnU-Net's folders inside `work` when `private`, and without the deprecated
+    iteration variables (the trainer names carry the schedule)."""
+    from nnunet_lightseg import output_folder
+    from nnunet_lightseg.schedules import DEPRECATED_VARIABLES
+
+    env = dict(os.environ)
+    workers = choose_workers(env, planning)
+    moved = output_folder.claim(work, force)
+    if moved:
+        say(f"--force: moved what {work} held into {moved}")
+    if private:
+        env = private_environment(work, base=env)
+    for variable in DEPRECATED_VARIABLES:
+        env.pop(variable, None)
+    say(workers)
+    return env
+
+
 def _cpus() -> int:
     """The CPUs this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

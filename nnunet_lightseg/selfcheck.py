@@ -30,9 +30,8 @@ from nnunet_lightseg.baselines import REFERENCE, Entry
 from nnunet_lightseg.benchmark import scheduled
 from nnunet_lightseg.demo_data import CHANNEL_NAMES, DEFAULT_DATASET_ID, DemoSettings, write_dataset
 from nnunet_lightseg.errors import StepFailed, UsageError
-from nnunet_lightseg.nnunet_env import (DEFAULT_TRAINERS, RAW, RESULTS, choose_workers, private_environment,
-                                        run_logged)
-from nnunet_lightseg.schedules import DEPRECATED_VARIABLES, Schedule
+from nnunet_lightseg.nnunet_env import DEFAULT_TRAINERS, RAW, RESULTS, command_environment, run_logged
+from nnunet_lightseg.schedules import Schedule
 
 CONFIGURATION = "3d_fullres"
 COMPILE_VARIABLE = "nnUNet_compile"
@@ -122,14 +121,7 @@ def run_selfcheck(config: SelfCheckConfig, say: Callable[[str], None] = print) -
     when the check cannot start (folder, data, planning)."""
     device = config.resolved_device
     work = os.path.abspath(config.output)
-    env = dict(os.environ)
-    say(choose_workers(env))
-    moved = output_folder.claim(work, config.force)
-    if moved:
-        say(f"--force: moved what {work} held into {moved}")
-    env = private_environment(work, base=env)
-    for variable in DEPRECATED_VARIABLES:
-        env.pop(variable, None)
+    env = command_environment(work, config.force, private=True, say=say)
     log_path = os.path.join(work, "selfcheck.log")
     say(f"[1/4] Demo data and its plan (stock nnUNetv2_plan_and_preprocess), log: {log_path}")
     folder = write_dataset(env[RAW], config.demo)

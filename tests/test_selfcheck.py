@@ -62,10 +62,9 @@ def test_the_command_exits_1_when_a_check_fails(tmp_path, monkeypatch):
 
     def fake_run(config, say):
         os.makedirs(config.output)
-        with open(os.path.join(config.output, "selfcheck.md"), "w") as f:
-            f.write("table\n")
         return failed
     monkeypatch.setattr("nnunet_lightseg.selfcheck.run_selfcheck", fake_run)
+    monkeypatch.setattr("nnunet_lightseg.selfcheck.markdown", lambda result: "table")
     assert cli.main(["selfcheck", "--device", "cpu", "--output", str(tmp_path / "a")]) == cli.EXIT_FAILED
     failed["passed"] = True
     assert cli.main(["selfcheck", "--device", "cpu", "--output", str(tmp_path / "b")]) == 0
