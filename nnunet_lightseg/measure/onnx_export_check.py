@@ -22,6 +22,7 @@ import time
 import torch
 
 from nnunet_lightseg import cpu_inference, registry
+from nnunet_lightseg.measure import markdown_table
 from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
 from nnunet_lightseg.onnx_export import export_network, session
 from nnunet_lightseg.timing import timed_runs
@@ -36,9 +37,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), patch {PATCH}, median of {args.repeats}\n\n"
-          "| model | spatial axes | max relative difference at the patch | export and checks, s | torch ms | "
-          "ONNX Runtime ms |\n|---|---|---|---|---|---|")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), patch {PATCH}, median of {args.repeats}\n")
+    print("\n".join(markdown_table(["model", "spatial axes", "max relative difference at the patch",
+                                    "export and checks, s", "torch ms", "ONNX Runtime ms"], [])))
     x = torch.randn(1, 1, *PATCH)
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:

@@ -57,14 +57,15 @@ def write_model_folder(results: str, plans_path: str, trainer_name: str, configu
     from nnunetv2.inference.predict_from_raw_data import recursive_find_trainer_class_by_name
 
     plans_manager = PlansManager(plans_path)
-    with open(os.path.join(os.path.dirname(plans_path), "dataset.json")) as f:
+    dataset_json_path = os.path.join(os.path.dirname(plans_path), "dataset.json")
+    with open(dataset_json_path) as f:
         dataset_json = json.load(f)
     manager = plans_manager.get_configuration(configuration)
     folder = os.path.join(results, plans_manager.dataset_name,
                           f"{trainer_name}__{plans_manager.plans_name}__{configuration}")
     os.makedirs(folder, exist_ok=True)
     shutil.copy(plans_path, os.path.join(folder, "plans.json"))
-    shutil.copy(os.path.join(os.path.dirname(plans_path), "dataset.json"), os.path.join(folder, "dataset.json"))
+    shutil.copy(dataset_json_path, os.path.join(folder, "dataset.json"))
     trainer = recursive_find_trainer_class_by_name(trainer_name)
     n_in = determine_num_input_channels(plans_manager, manager, dataset_json)
     n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
@@ -116,8 +117,10 @@ def exported(dataset: str, trainer_name: str, configuration: str, fold: str, wor
     return folder
 
 
-def input_folder(images: str, cases: int, work: str) -> str:
-    """A folder of links to the channel files of the first `cases` cases of `images`."""
+def input_folder(images: str, cases: int, work: str) -> tuple[str, int]:
+    """A folder of links to the channel files of the first `cases` cases of `images`, and their number."""
+    from nnunet_lightseg.measure.predictor_per_case import case_files
+
     folder = os.path.join(work, "input")
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
@@ -125,9 +128,9 @@ def input_folder(images: str, cases: int, work: str) -> str:
     if not first:
         raise SystemExit(f"--images {images}: no <case>_0000.nii.gz there; give a folder of raw images.")
     for path in first:
-        for channel in glob.glob(glob.escape(path[:-len("0000.nii.gz")]) + "[0-9][0-9][0-9][0-9].nii.gz"):
+        for channel in case_files(path)[1]:
             os.symlink(os.path.abspath(channel), os.path.join(folder, os.path.basename(channel)))
-    return folder
+    return folder, len(first)
 
 
 def markdown(rows: list[dict]) -> str:
@@ -168,8 +171,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     os.environ[RESULTS] = results = os.path.join(args.work, "results")
-    inputs = input_folder(args.images, args.cases, args.work)
-    cases = len(glob.glob(os.path.join(inputs, "*_0000.nii.gz")))
+    inputs, cases = input_folder(args.images, args.cases, args.work)
     with open(args.plans) as f:
         dataset = json.load(f)["dataset_name"]
     rows, load_before = [], os.getloadavg()[0]
