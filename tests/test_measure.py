@@ -98,3 +98,24 @@ def test_onnx_export_check_reports_parity_and_times_both_runtimes(capsys):
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| VeloxSeg |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert float(cells[2]) < 1e-4 and float(cells[4]) > 0 and float(cells[5]) > 0
+
+
+def test_the_loss_scale_falls_only_where_gradients_overflow_float16():
+    from nnunet_lightseg.measure.gradient_flow import synthetic_batch
+    from nnunet_lightseg.measure.loss_scale import INITIAL_SCALE, settled_scale
+
+    image, label = synthetic_batch(3, size=8, batch=1)
+    torch.manual_seed(0)
+    quiet = torch.nn.Conv3d(1, 3, 1)
+    assert settled_scale(quiet, image, label, max_steps=4, clean=2) == (INITIAL_SCALE, 2, 0)
+
+    class Amplified(torch.nn.Module):  # logits x 1e4: every gradient 1e4 times larger
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(1, 3, 1)
+
+        def forward(self, x):
+            return self.conv(x) * 1e4
+
+    scale, steps, skipped = settled_scale(Amplified(), image, label, max_steps=12, clean=2)
+    assert skipped >= 1 and scale == INITIAL_SCALE / 2 ** skipped and steps == skipped + 2

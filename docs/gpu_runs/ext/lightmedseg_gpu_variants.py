@@ -1,0 +1,52 @@
+"""Device-run experiments for issue 11 (not part of the package).
+
+LMS<variant>_seed<S>: LightMedSeg with another normalised-conv gain and/or the plan's missing step at
+the stem (full-resolution stem); FP32_<trainer>: the trainer without autocast and GradScaler."""
+import contextlib
+import os
+
+import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as _nnunet_trainer_module
+import torch
+
+import nnunet_lightseg.architectures.lightmedseg as _network
+import nnunet_lightseg.trainers as _trainers
+import nnunet_lightseg.zoo.lightmedseg as _zoo
+
+_SCHED = os.environ.get("SCHED", "_14epochs_25iters")
+_LMS = {"LMSgain003": dict(gain=0.03), "LMSfullstem": dict(stride_one_at=0),
+        "LMSgain003fullstem": dict(gain=0.03, stride_one_at=0)}
+_made = {}
+
+
+def _lms_variant(name, base, gain=None, stride_one_at=None):
+    def build(cls, plans_manager, configuration_manager, num_input_channels, num_output_channels,
+              enable_deep_supervision=True):
+        if gain is not None:
+            _network.NORMALISED_CONV_INIT_GAIN = gain
+        if stride_one_at is not None:
+            _zoo.STRIDE_ONE_AFTER_STEM = stride_one_at
+        return super(made, cls).build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                           num_output_channels, enable_deep_supervision)
+    made = type(name, (base,), {"build_network_architecture": classmethod(build), "__module__": __name__})
+    return made
+
+
+def _fp32(name, base):
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        base.__init__(self, plans, configuration, fold, dataset_json, device)
+        self.grad_scaler = None
+        _nnunet_trainer_module.autocast = lambda device_type, enabled=True, **kw: torch.autocast(device_type, enabled=False)
+    return type(name, (base,), {"__init__": __init__, "__module__": __name__})
+
+
+def __getattr__(name):
+    if name in _made:
+        return _made[name]
+    if name.startswith("FP32_"):
+        _made[name] = _fp32(name, getattr(_trainers, name[5:]))
+    elif name.split("_seed")[0] in _LMS:
+        variant, seed = name.split("_seed")
+        _made[name] = _lms_variant(name, getattr(_trainers, f"nnUNetTrainerLightMedSeg{_SCHED}_seed{seed}"), **_LMS[variant])
+    else:
+        raise AttributeError(name)
+    return _made[name]
