@@ -217,3 +217,31 @@ def test_warmup_cosine_schedule():
     lrs = [scheduler.lr_at(step) for step in range(12)]
     assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0) and lrs[2] == pytest.approx(1.0)
     assert np.all(np.diff(lrs[2:10]) < 0) and lrs[9] == pytest.approx(0.1) and lrs[11] == pytest.approx(0.1)
+
+
+def test_ultralightunet_trains_in_float32_where_nnunet_would_use_mixed_precision(monkeypatch, tmp_path):
+    # On CUDA nnU-Net makes a GradScaler and enters float16 autocast in its steps; UltraLightUNet's trainers
+    # make none and keep the network's forward in float32 (trainers/precision.py). CPU bfloat16 autocast
+    # stands in for CUDA's float16 here.
+    data = tmp_path / "Dataset001_Test" / "x"
+    data.mkdir(parents=True)
+    (data / "case.npz").touch()
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    dataset_json = {"channel_names": {"0": "x"}, "labels": {"background": 0, "a": 1}, "numTraining": 1,
+                    "file_ending": ".nii.gz"}
+    plans = {**plans_dict((16, 16, 16), [[2, 2, 2]] * 2), "continue_training": False}
+    plans["configurations"]["c"]["batch_dice"] = False
+
+    def make(name, device):
+        return getattr(trainers, name)(copy.deepcopy(plans), "c", 0, dataset_json, torch.device(device))
+
+    assert make("nnUNetTrainerUltraLightUNet", "cuda").grad_scaler is None
+    assert make("nnUNetTrainerUltraLightUNet_Paper", "cuda").grad_scaler is None
+    assert make("nnUNetTrainerLightMedSeg", "cuda").grad_scaler is not None  # nnU-Net's mixed precision
+    x = torch.randn(2, 1, 16, 16, 16)
+    for name, dtype in (("nnUNetTrainerUltraLightUNet", torch.float32), ("nnUNetTrainerLightMedSeg", torch.bfloat16)):
+        trainer = make(name, "cpu")
+        trainer.initialize()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert trainer.network(x)[0].dtype == dtype, name

@@ -8,10 +8,10 @@ keeps them in a buffer, so the checkpoint carries them to nnU-Net's predictor.
 """
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from torch import nn
 
 from nnunet_lightseg.architectures.dalight3d import identifiers_for_channels
 from nnunet_lightseg.trainers.base import LightSegTrainer, registry_trainers, unwrap
+from nnunet_lightseg.trainers.precision import FullPrecisionTraining
 from nnunet_lightseg.trainers.recipes import PaperRecipe
 
 
@@ -32,30 +32,7 @@ class DALight3DTrainer(LightSegTrainer):
         unwrap(self.network).set_channel_identifiers(channel_identifiers(self.dataset_json, self.num_input_channels))
 
 
-def run_in_full_precision(network: nn.Module) -> None:
-    """Run `network`'s forward with autocast disabled, whatever context calls it.
-
-    nnU-Net's train and validation steps enter `autocast(device, enabled=True)` on CUDA around the
-    forward pass and the loss. A forward pre-hook enters a disabled autocast for the network's own
-    forward and a forward hook leaves it (also when the forward raises), so the network computes in
-    float32 while nnU-Net's steps and module globals stay as they are. The loss of float32 logits is
-    float32 under autocast too.
-    """
-    entered = []
-
-    def enter(module, args):
-        context = torch.autocast(args[0].device.type, enabled=False)
-        context.__enter__()
-        entered.append(context)
-
-    def leave(module, args, output):
-        entered.pop().__exit__(None, None, None)
-
-    network.register_forward_pre_hook(enter)
-    network.register_forward_hook(leave, always_call=True)
-
-
-class DALight3DPaperRecipe(PaperRecipe):
+class DALight3DPaperRecipe(FullPrecisionTraining, PaperRecipe):
     """The paper's recipe: AdamW (lr 5e-5, weight decay 1e-5) with cosine annealing to 1e-6, batch 1
     (per process), Dice + 0.5 CE, no mixed precision, no deep supervision, 50 epochs (nnU-Net epochs
     of 250 iterations).
@@ -73,7 +50,6 @@ class DALight3DPaperRecipe(PaperRecipe):
 
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.grad_scaler = None
         self.probabilistic_oversampling = True
 
     def _set_batch_size_and_oversample(self):
@@ -84,10 +60,5 @@ class DALight3DPaperRecipe(PaperRecipe):
         loss = super()._build_loss()
         (loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss).weight_ce = 0.5
         return loss
-
-    def initialize(self):
-        super().initialize()
-        run_in_full_precision(unwrap(self.network))
-
 
 globals().update(registry_trainers("DALight3D", __name__, base=DALight3DTrainer, paper_recipe=DALight3DPaperRecipe))
