@@ -190,7 +190,8 @@ def command_export(args) -> int:
     metadata = export_fold(ExportConfig(args.dataset, args.configuration, args.trainer, args.fold, args.output,
                                         plans=args.plans, checkpoint=args.checkpoint, force=args.force))
     spatial = "dynamic" if metadata["input"]["dynamic_spatial_axes"] else "fixed to the patch size"
-    print(f"exported {metadata['trainer_name']} fold {metadata['fold']} to {args.output} (batch axis dynamic, spatial "
+    batch = "dynamic" if metadata["input"]["dynamic_batch"] else "fixed to 1"
+    print(f"exported {metadata['trainer_name']} fold {metadata['fold']} to {args.output} (batch axis {batch}, spatial "
           f"axes {spatial}; ONNX Runtime within {metadata['parity']['max_relative_difference_at_patch']:.1g} of torch)")
     return 0
 

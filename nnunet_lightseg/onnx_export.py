@@ -3,10 +3,11 @@
 The fold is loaded the way `nnUNetv2_predict` loads it (`nnUNetPredictor.initialize_from_trained_model_folder`:
 the checkpoint's trainer rebuilds the network without deep supervision and loads the weights),
 then traced on its plain graph (not the CPU inference engine, whose fused oneDNN ops ONNX does
-not have). The batch axis is always dynamic. The spatial axes are dynamic only where the network
-allows it: the export is checked with ONNX Runtime at the plan's patch size and at a second size,
-and where the second disagrees with torch (a size baked into the trace), it is exported again with
-the patch size fixed, which is all nnU-Net's sliding window feeds it.
+not have). The axes are dynamic only where the network allows it: the export is checked with ONNX
+Runtime at the plan's patch size and on a batch of two at a second size. Where that disagrees with
+torch (a size baked into the trace), it is exported again with the patch size fixed, and where a
+batch of two still disagrees (VeloxSeg's window attention bakes the batch in too), with the batch
+fixed to 1 as well: nnU-Net's sliding window feeds one patch at a time.
 
 Beside `model.onnx`: the model folder's `plans.json` and `dataset.json`, and `export.json` (the
 configuration, fold, checkpoint, the checkpoint's trainer name and mirroring axes, the input
@@ -55,10 +56,16 @@ def _runtime():
 
 
 def session(path: str, threads: int | None = None):
-    """An ONNX Runtime CPU session of `path`, with `threads` intra-op threads (default: torch's)."""
+    """An ONNX Runtime CPU session of `path`, with `threads` intra-op threads (default: torch's).
+
+    Its threads sleep between runs instead of spinning (ONNX Runtime's default): spinning threads
+    took the cores from torch's work between the calls (nnU-Net's pre- and post-processing, or torch
+    timed beside it), which ran 2-2.5x slower on 2 cores (docs/performance.md, "ONNX Runtime").
+    """
     onnxruntime = _runtime()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 4  # fatal only: the export check expects some sizes to fail
     return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
@@ -73,8 +80,9 @@ def _model_folder(config: ExportConfig) -> str:
     return folder
 
 
-def _export(network: torch.nn.Module, x: torch.Tensor, path: str, spatial_dynamic: bool) -> None:
-    axes = {0: "batch"}
+def _export(network: torch.nn.Module, x: torch.Tensor, path: str, spatial_dynamic: bool,
+            batch_dynamic: bool = True) -> None:
+    axes = {0: "batch"} if batch_dynamic else {}
     if spatial_dynamic:
         axes.update({i: f"axis{i - 2}" for i in range(2, x.ndim)})
     with plain_path(), torch.no_grad(), warnings.catch_warnings():
@@ -98,20 +106,26 @@ def _difference(network: torch.nn.Module, onnx_session, x: torch.Tensor) -> floa
 
 def export_network(network: torch.nn.Module, channels: int, patch: list[int], path: str,
                    threads: int | None = None) -> dict:
-    """Export `network` (eval mode) to `path` with a dynamic batch axis, and dynamic spatial axes where
-    ONNX Runtime agrees with torch at another size; return the parity figures (module docstring)."""
+    """Export `network` (eval mode) to `path` with dynamic batch and spatial axes where ONNX Runtime
+    agrees with torch on other sizes; return the parity figures (module docstring). The batch-2
+    figure is None when the batch is fixed to 1."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1, channels, *patch, generator=generator)
     other = torch.randn(2, channels, *[s + 8 for s in patch], generator=generator)  # batch 2, another size
+    batch_2 = torch.cat([x, x.flip(1)])
     _export(network, x, path, spatial_dynamic=True)
     checked = session(path, threads)
-    spatial_dynamic = _difference(network, checked, other) <= PARITY_TOLERANCE
+    spatial_dynamic = batch_dynamic = _difference(network, checked, other) <= PARITY_TOLERANCE
     if not spatial_dynamic:
         _export(network, x, path, spatial_dynamic=False)
         checked = session(path, threads)
-    return {"dynamic_spatial_axes": spatial_dynamic,
+        batch_dynamic = _difference(network, checked, batch_2) <= PARITY_TOLERANCE
+        if not batch_dynamic:
+            _export(network, x, path, spatial_dynamic=False, batch_dynamic=False)
+            checked = session(path, threads)
+    return {"dynamic_spatial_axes": spatial_dynamic, "dynamic_batch": batch_dynamic,
             "max_relative_difference_at_patch": _difference(network, checked, x),
-            "max_relative_difference_batch_2": _difference(network, checked, torch.cat([x, x.flip(1)]))}
+            "max_relative_difference_batch_2": _difference(network, checked, batch_2) if batch_dynamic else None}
 
 
 def export_fold(config: ExportConfig) -> dict:
@@ -129,7 +143,7 @@ def export_fold(config: ExportConfig) -> dict:
     channels = determine_num_input_channels(predictor.plans_manager, predictor.configuration_manager,
                                             predictor.dataset_json)
     parity = export_network(predictor.network.eval(), channels, patch, os.path.join(config.output, MODEL_FILE))
-    worst = max(parity["max_relative_difference_at_patch"], parity["max_relative_difference_batch_2"])
+    worst = max(parity["max_relative_difference_at_patch"], parity["max_relative_difference_batch_2"] or 0.0)
     if worst > PARITY_TOLERANCE:
         raise ExportError(f"ONNX Runtime's logits differ from torch's by {worst:.2g} of the largest logit (limit "
                           f"{PARITY_TOLERANCE:g}): this network does not export faithfully; predict with "
@@ -141,7 +155,7 @@ def export_fold(config: ExportConfig) -> dict:
         "trainer_name": predictor.trainer_name, "configuration": config.configuration, "fold": config.fold,
         "checkpoint": config.checkpoint, "model_folder": os.path.abspath(folder),
         "inference_allowed_mirroring_axes": list(axes) if axes is not None else None,
-        "input": {"channels": channels, "patch_size": patch, "dynamic_batch": True,
+        "input": {"channels": channels, "patch_size": patch, "dynamic_batch": parity["dynamic_batch"],
                   "dynamic_spatial_axes": parity["dynamic_spatial_axes"]},
         "parity": {"max_relative_difference_at_patch": parity["max_relative_difference_at_patch"],
                    "max_relative_difference_batch_2": parity["max_relative_difference_batch_2"],

@@ -119,3 +119,4 @@ def test_the_loss_scale_falls_only_where_gradients_overflow_float16():
 
     scale, steps, skipped = settled_scale(Amplified(), image, label, max_steps=12, clean=2)
     assert skipped >= 1 and scale == INITIAL_SCALE / 2 ** skipped and steps == skipped + 2
+

@@ -38,7 +38,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), patch {PATCH}, median of {args.repeats}\n")
-    print("\n".join(markdown_table(["model", "spatial axes", "max relative difference at the patch",
+    print("\n".join(markdown_table(["model", "axes", "max relative difference at the patch",
                                     "export and checks, s", "torch ms", "ONNX Runtime ms"], [])))
     x = torch.randn(1, 1, *PATCH)
     with tempfile.TemporaryDirectory() as folder:
@@ -53,7 +53,9 @@ def main(argv=None) -> None:
             with torch.inference_mode():
                 times = timed_runs({"torch": lambda: network(x),
                                     "onnx": lambda: onnx_session.run(None, {"image": x.numpy()})}, args.repeats)
-            print(f"| {name} | {'dynamic' if parity['dynamic_spatial_axes'] else 'fixed'} | "
+            axes = ("dynamic" if parity["dynamic_spatial_axes"] else
+                    "fixed spatial" if parity["dynamic_batch"] else "fixed, batch 1")
+            print(f"| {name} | {axes} | "
                   f"{parity['max_relative_difference_at_patch']:.1e} | {seconds:.0f} | "
                   f"{statistics.median(times['torch']) * 1e3:.1f} | {statistics.median(times['onnx']) * 1e3:.1f} |",
                   flush=True)
