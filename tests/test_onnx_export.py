@@ -28,6 +28,20 @@ def test_an_export_fixes_only_the_axes_its_trace_bakes_in(name, dynamic, tmp_pat
         assert session(str(tmp_path / "model.onnx"), 1).get_inputs()[0].shape == [1, 1, *patch]
 
 
+def test_a_network_that_takes_only_its_own_multiples_exports_with_fixed_spatial_axes(tmp_path):
+    # nnU-Net's own network on a plan with 4 poolings cannot run at the patch + 8 voxels that the
+    # dynamic-axes check probes (the CT-like plan of issue 14 has 5); the export keeps the patch
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    network = PlainConvUNet(1, 5, (4, 8, 16, 16, 16), torch.nn.Conv3d, 3, [1, 2, 2, 2, 2], 1, 2, 1, True,
+                            torch.nn.InstanceNorm3d, {"affine": True}, None, None, torch.nn.LeakyReLU).eval()
+    with pytest.raises(RuntimeError):
+        network(torch.zeros(1, 1, 40, 40, 40))
+    parity = export_network(network, 1, [32, 32, 32], str(tmp_path / "model.onnx"), 1)
+    assert not parity["dynamic_spatial_axes"] and parity["dynamic_batch"]
+    assert max(parity["max_relative_difference_at_patch"], parity["max_relative_difference_batch_2"]) <= PARITY_TOLERANCE
+
+
 def test_onnx_runtime_sessions_do_not_spin_between_runs(tmp_path):
     # spinning intra-op threads took the 2 cores from torch's work between ONNX Runtime calls
     from onnx import TensorProto, helper
