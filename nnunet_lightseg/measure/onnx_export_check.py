@@ -7,7 +7,9 @@ exported again with fixed axes if that fails or disagrees; the figure is max |ON
 max |logit| at the patch (docs/deployment.md). Then one patch is timed both ways, interleaved
 (`timing.timed_runs`, median of --repeats after one warm-up): torch as nnU-Net's predictor runs the
 network on a CPU (inference mode, through our inference engine, `cpu_inference`), and the exported
-model in an ONNX Runtime session with as many threads.
+model in an ONNX Runtime session with as many threads. Where OpenVINO is installed (it is no
+dependency of ours), the exported model compiled by OpenVINO for the CPU (float32, as many
+threads) is timed too, in its own block after those, with its parity figure.
 
     python -m nnunet_lightseg.measure.onnx_export_check [--models ...] [--threads 1] [--repeats 10]
 """
@@ -38,8 +40,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), patch {PATCH}, median of {args.repeats}\n")
+    openvino = _openvino()
     print("\n".join(markdown_table(["model", "axes", "max relative difference at the patch",
-                                    "export and checks, s", "torch ms", "ONNX Runtime ms"], [])))
+                                    "export and checks, s", "torch ms", "ONNX Runtime ms"]
+                                   + (["OpenVINO ms", "OpenVINO max relative difference"] if openvino else []), [])))
     x = torch.randn(1, 1, *PATCH)
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
@@ -53,12 +57,30 @@ def main(argv=None) -> None:
             with torch.inference_mode():
                 times = timed_runs({"torch": lambda: network(x),
                                     "onnx": lambda: onnx_session.run(None, {"image": x.numpy()})}, args.repeats)
+                reference = network(x).numpy()
+            extra = ""
+            if openvino:
+                compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": args.threads,
+                                                                       "INFERENCE_PRECISION_HINT": "f32"})
+                output = compiled([x.numpy()])[compiled.output(0)]
+                seconds_openvino = statistics.median(timed_runs({0: lambda: compiled([x.numpy()])}, args.repeats)[0])
+                extra = (f" {seconds_openvino * 1e3:.1f} | "
+                         f"{float(abs(output - reference).max() / abs(reference).max()):.1e} |")
             axes = ("dynamic" if parity["dynamic_spatial_axes"] else
                     "fixed spatial" if parity["dynamic_batch"] else "fixed, batch 1")
             print(f"| {name} | {axes} | "
                   f"{parity['max_relative_difference_at_patch']:.1e} | {seconds:.0f} | "
-                  f"{statistics.median(times['torch']) * 1e3:.1f} | {statistics.median(times['onnx']) * 1e3:.1f} |",
-                  flush=True)
+                  f"{statistics.median(times['torch']) * 1e3:.1f} | {statistics.median(times['onnx']) * 1e3:.1f} |"
+                  + extra, flush=True)
+
+
+def _openvino():
+    """The openvino module, or None where it is not installed."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino
 
 
 if __name__ == "__main__":
