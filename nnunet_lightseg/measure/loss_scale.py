@@ -14,8 +14,8 @@ them) takes nnU-Net's SGD steps (lr 1e-2, Nesterov momentum 0.99, weight decay 3
 clipping at 12) on `gradient_flow`'s synthetic batch under nnU-Net's deep-supervised loss, until
 `--clean` steps in a row were not skipped or `--max-steps` were taken. Beside it, the largest
 weight gradient of one float32 step at initialisation: how far above 65504 / 2^16 (about 1) the
-gradients start. docs/benchmarks.md
-("On a GPU") uses it to explain UltraLightUNet's failure under mixed precision.
+gradients start. docs/architectures/ultralightunet.md ("Precision") uses it to explain why
+UltraLightUNet did not train under mixed precision.
 """
 from __future__ import annotations
 
