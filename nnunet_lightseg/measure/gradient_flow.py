@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -123,20 +124,32 @@ def _plain_conv_unet(dim: int) -> nn.Module:
     return net
 
 
-def table(dims=(3, 2)) -> list[tuple[str, int, GradientFlow]]:
-    """(model, dim, figures) for nnU-Net's PlainConvUNet and every registered model's default variant."""
+def reference_networks(dim: int, size: int) -> list[tuple[str, str, Callable[[], nn.Module]]]:
+    """(name, family, build) for nnU-Net's PlainConvUNet and every registered model's default
+    variant of `dim` dimensions, for a `size`^dim input with three 2x steps; `build` seeds torch with
+    0 first, so every caller starts each network from the same weights."""
     from nnunet_lightseg import registry
 
+    def seeded(build):
+        def seeded_build():
+            torch.manual_seed(0)
+            return build()
+        return seeded_build
+
+    networks = [("PlainConvUNet (nnU-Net)", "PlainConvUNet", seeded(lambda: _plain_conv_unet(dim)))]
+    plan = registry.Plan(1, NUM_CLASSES, (size,) * dim, [(2,) * dim] * 3, deep_supervision=True)
+    networks += [(spec.name, spec.family, seeded(lambda spec=spec: spec.create(plan)))
+                 for spec in registry.default_specs() if dim in spec.dims]
+    return networks
+
+
+def table(dims=(3, 2)) -> list[tuple[str, int, GradientFlow]]:
+    """(model, dim, figures) for nnU-Net's PlainConvUNet and every registered model's default variant."""
     rows = []
     for dim in dims:
         image, label = synthetic_batch(dim)
-        torch.manual_seed(0)
-        rows.append(("PlainConvUNet (nnU-Net)", dim, gradient_flow(_plain_conv_unet(dim), DEEPEST_FEATURES["PlainConvUNet"], image, label)))
-        for spec in registry.default_specs():
-            if dim in spec.dims:
-                torch.manual_seed(0)
-                net = spec.create(registry.Plan(1, NUM_CLASSES, image.shape[2:], [(2,) * dim] * 3, deep_supervision=True))
-                rows.append((spec.name, dim, gradient_flow(net, DEEPEST_FEATURES[spec.family], image, label)))
+        for name, family, build in reference_networks(dim, image.shape[2]):
+            rows.append((name, dim, gradient_flow(build(), DEEPEST_FEATURES[family], image, label)))
     return rows
 
 

@@ -25,8 +25,7 @@ import time
 
 import torch
 
-from nnunet_lightseg import registry
-from nnunet_lightseg.measure.gradient_flow import NUM_CLASSES, _plain_conv_unet, _targets, nnunet_loss, synthetic_batch
+from nnunet_lightseg.measure.gradient_flow import _targets, nnunet_loss, reference_networks, synthetic_batch
 
 INITIAL_SCALE = 2.0 ** 16  # torch's and so nnU-Net's GradScaler default
 
@@ -75,16 +74,11 @@ def main(argv=None) -> None:
     parser.add_argument("--clean", type=int, default=2, help="stop after this many steps in a row without overflow")
     args = parser.parse_args(argv)
     image, label = synthetic_batch(3)
-    networks = [("PlainConvUNet (nnU-Net)", _plain_conv_unet)]
-    networks += [(spec.name, lambda dim, spec=spec: spec.create(registry.Plan(
-        1, NUM_CLASSES, image.shape[2:], [(2, 2, 2)] * 3, deep_supervision=True)))
-                 for spec in registry.default_specs() if 3 in spec.dims]
     print("| network | largest weight gradient (float32) | scale settled at | steps | skipped | seconds |\n"
           "|---|---|---|---|---|---|", flush=True)
-    for name, build in networks:
-        torch.manual_seed(0)
+    for name, _, build in reference_networks(3, image.shape[2]):
         start = time.perf_counter()
-        network = build(3)
+        network = build()
         largest = largest_weight_gradient(network, image, label)
         scale, steps, skipped = settled_scale(network, image, label, args.max_steps, args.clean)
         print(f"| {name} | {largest:.3g} | 2^{int(math.log2(scale))} | {steps} | {skipped} | "
