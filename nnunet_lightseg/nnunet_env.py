@@ -16,6 +16,8 @@ import threading
 from typing import Callable, Mapping
 
 from nnunet_lightseg.errors import NnUNetEnvironmentError, StepFailed
+from nnunet_lightseg.output_folder import claim
+from nnunet_lightseg.schedules import DEPRECATED_VARIABLES
 
 RAW, PREPROCESSED, RESULTS = "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
 FOLDER_VARIABLES = {RAW: "raw", PREPROCESSED: "preprocessed", RESULTS: "results"}  # variable -> private subfolder
@@ -61,12 +63,9 @@ def command_environment(work: str, force: bool, private: bool, say: Callable[[st
     anything is written), `work` claimed (`output_folder.claim`: with `force`, what it held is moved
     aside, and said), nnU-Net's folders inside `work` when `private`, and without the deprecated
     iteration variables (the trainer names carry the schedule)."""
-    from nnunet_lightseg import output_folder
-    from nnunet_lightseg.schedules import DEPRECATED_VARIABLES
-
     env = dict(os.environ)
     workers = choose_workers(env, planning)
-    moved = output_folder.claim(work, force)
+    moved = claim(work, force)
     if moved:
         say(f"--force: moved what {work} held into {moved}")
     if private:
