@@ -57,9 +57,10 @@ def main(argv=None) -> None:
             with torch.inference_mode():
                 times = timed_runs({"torch": lambda: network(x),
                                     "onnx": lambda: onnx_session.run(None, {"image": x.numpy()})}, args.repeats)
-                reference = network(x).numpy()
             extra = ""
             if openvino:
+                with torch.inference_mode():
+                    reference = network(x).numpy()
                 compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": args.threads,
                                                                        "INFERENCE_PRECISION_HINT": "f32"})
                 output = compiled([x.numpy()])[compiled.output(0)]
