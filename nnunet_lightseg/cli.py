@@ -14,6 +14,7 @@ import sys
 
 from nnunet_lightseg.errors import BenchmarkInterrupted, LightSegError, UsageError
 from nnunet_lightseg.nnunet_env import DEFAULT_TRAINERS
+from nnunet_lightseg.onnx_runtimes import RUNTIMES
 from nnunet_lightseg.output_folder import ASIDE_PREFIX
 
 EXIT_FAILED = 1  # a run failed (a trainer, a stock command, a profile or report that could not be made)
@@ -199,11 +200,12 @@ def command_export(args) -> int:
 def command_predict(args) -> int:
     from nnunet_lightseg.predict import PredictConfig, predict
 
-    records = predict(PredictConfig(args.input, args.output, onnx=args.onnx, dataset=args.dataset,
-                                    configuration=args.configuration, trainer=args.trainer, folds=tuple(args.folds),
-                                    plans=args.plans, checkpoint=args.checkpoint, tile_step_size=args.step_size,
-                                    mirroring=not args.disable_tta, save_probabilities=args.save_probabilities,
-                                    threads=args.threads, force=args.force), say=_say)
+    records = predict(PredictConfig(args.input, args.output, onnx=args.onnx, runtime=args.runtime,
+                                    dataset=args.dataset, configuration=args.configuration, trainer=args.trainer,
+                                    folds=tuple(args.folds), plans=args.plans, checkpoint=args.checkpoint,
+                                    tile_step_size=args.step_size, mirroring=not args.disable_tta,
+                                    save_probabilities=args.save_probabilities, threads=args.threads,
+                                    force=args.force), say=_say)
     print(f"{len(records)} cases in {sum(r['seconds'] for r in records):.1f} s, written to {args.output}")
     return 0
 
@@ -345,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", dest="input", required=True, help="images as for nnUNetv2_predict (CASE_0000.nii.gz, ...)")
     p.add_argument("-o", dest="output", required=True)
     p.add_argument("--onnx", help="a folder written by `nnunet-lightseg export` (instead of -d -c -tr -f)")
+    p.add_argument("--runtime", choices=RUNTIMES,
+                   help="what runs the --onnx network (default onnxruntime; openvino: pip install "
+                        "'nnunet-lightseg[openvino]')")
     p.add_argument("-d", dest="dataset")
     p.add_argument("-c", dest="configuration")
     p.add_argument("-tr", dest="trainer")

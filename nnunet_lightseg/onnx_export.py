@@ -11,7 +11,8 @@ fixed to 1 as well: nnU-Net's sliding window feeds one patch at a time.
 
 Beside `model.onnx`: the model folder's `plans.json` and `dataset.json`, and `export.json` (the
 configuration, fold, checkpoint, the checkpoint's trainer name and mirroring axes, the input
-size, and the parity figures of the check). `onnx_predict` rebuilds nnU-Net's predictor from them.
+size, and the parity figures of the check). `nnunet-lightseg predict --onnx`
+rebuilds nnU-Net's predictor from them.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ import torch
 
 from nnunet_lightseg import output_folder
 from nnunet_lightseg.cpu_inference import plain_path
-from nnunet_lightseg.errors import ExportError, UsageError
+from nnunet_lightseg.errors import ExportError
 from nnunet_lightseg.nnunet_env import results_folder
+from nnunet_lightseg.onnx_runtimes import INPUT, session, version
 
 MODEL_FILE, METADATA_FILE = "model.onnx", "export.json"
 OPSET = 17
@@ -44,30 +46,6 @@ class ExportConfig:
     plans: str = "nnUNetPlans"
     checkpoint: str = "checkpoint_final.pth"
     force: bool = False
-
-
-def _runtime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UsageError("ONNX export and prediction need onnx and onnxruntime: "
-                         "pip install 'nnunet-lightseg[onnx]'.") from None
-    return onnxruntime
-
-
-def session(path: str, threads: int | None = None):
-    """An ONNX Runtime CPU session of `path`, with `threads` intra-op threads (default: torch's).
-
-    Its threads sleep between runs instead of spinning (ONNX Runtime's default): spinning threads
-    took the cores from torch's work between the calls (nnU-Net's pre- and post-processing, or torch
-    timed beside it), which ran 2-2.5x slower on 2 cores (docs/performance.md, "ONNX Runtime").
-    """
-    onnxruntime = _runtime()
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 4  # fatal only: the export check expects some sizes to fail
-    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def _model_folder(config: ExportConfig) -> str:
@@ -87,8 +65,8 @@ def _export(network: torch.nn.Module, x: torch.Tensor, path: str, spatial_dynami
         axes.update({i: f"axis{i - 2}" for i in range(2, x.ndim)})
     with plain_path(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-        torch.onnx.export(network, (x,), path, dynamo=False, opset_version=OPSET, input_names=["image"],
-                          output_names=["logits"], dynamic_axes={"image": axes, "logits": axes})
+        torch.onnx.export(network, (x,), path, dynamo=False, opset_version=OPSET, input_names=[INPUT],
+                          output_names=["logits"], dynamic_axes={INPUT: axes, "logits": axes})
 
 
 def _difference(network: torch.nn.Module, onnx_session, x: torch.Tensor) -> float:
@@ -101,7 +79,7 @@ def _difference(network: torch.nn.Module, onnx_session, x: torch.Tensor) -> floa
     except RuntimeError:
         return float("inf")
     try:
-        got = onnx_session.run(None, {"image": x.numpy()})[0]
+        got = onnx_session.run(None, {INPUT: x.numpy()})[0]
     except Exception:  # noqa: BLE001 - ONNX Runtime raises its own types for a size the trace cannot take
         return float("inf")
     if got.shape != expected.shape:
@@ -138,7 +116,7 @@ def export_fold(config: ExportConfig) -> dict:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
-    onnxruntime = _runtime()
+    runtime_version = version("onnxruntime")
     folder = _model_folder(config)
     output_folder.claim(config.output, config.force)
     predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
@@ -165,7 +143,7 @@ def export_fold(config: ExportConfig) -> dict:
         "parity": {"max_relative_difference_at_patch": parity["max_relative_difference_at_patch"],
                    "max_relative_difference_batch_2": parity["max_relative_difference_batch_2"],
                    "tolerance": PARITY_TOLERANCE},
-        "opset": OPSET, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "opset": OPSET, "torch": torch.__version__, "onnxruntime": runtime_version,
     }
     with open(os.path.join(config.output, METADATA_FILE), "w") as f:
         json.dump(metadata, f, indent=2)

@@ -3,7 +3,7 @@
 Two sources for the network: a trained model (`-d -c -tr -f`, loaded by nnU-Net's own
 `nnUNetPredictor.initialize_from_trained_model_folder`, so our trainers' networks run through the
 CPU inference engine), or `--onnx DIR`, a folder written by `nnunet-lightseg export`, whose network
-is an ONNX Runtime session loaded once for all cases (`OnnxNetwork`). Every other step is nnU-Net's
+runs in ONNX Runtime or OpenVINO (`--runtime`), loaded once for all cases (`OnnxNetwork`). Every other step is nnU-Net's
 own function, called in this process (no worker processes, which cost more than they save for
 small networks and cases): the configuration's preprocessor (`run_case`), the predictor's sliding
 window with its Gaussian weighting, mirroring and fold averaging
@@ -26,7 +26,8 @@ from torch import nn
 from nnunet_lightseg import output_folder
 from nnunet_lightseg.errors import UsageError
 from nnunet_lightseg.nnunet_env import results_folder
-from nnunet_lightseg.onnx_export import METADATA_FILE, MODEL_FILE, session
+from nnunet_lightseg.onnx_export import METADATA_FILE, MODEL_FILE
+from nnunet_lightseg.onnx_runtimes import load
 from nnunet_lightseg.trainers.input_channels import check_case
 
 
@@ -35,6 +36,7 @@ class PredictConfig:
     input: str
     output: str
     onnx: Optional[str] = None  # a folder `nnunet-lightseg export` wrote; else the trained model below
+    runtime: Optional[str] = None  # what runs the --onnx network: onnxruntime (the default) or openvino
     dataset: Optional[str] = None
     configuration: Optional[str] = None
     trainer: Optional[str] = None
@@ -49,14 +51,15 @@ class PredictConfig:
 
 
 class OnnxNetwork(nn.Module):
-    """A parameter-free module whose forward runs an ONNX Runtime session (what nnU-Net's predictor calls)."""
+    """A parameter-free module whose forward runs the exported network in its runtime (what nnU-Net's
+    predictor calls); `run` is `onnx_runtimes.load`'s function."""
 
-    def __init__(self, onnx_session):
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray]):
         super().__init__()
-        self.session = onnx_session
+        self.run = run
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {"image": x.detach().cpu().numpy()})[0])
+        return torch.from_numpy(self.run(x.detach().cpu().numpy()))
 
 
 def _read(folder: str, name: str) -> dict:
@@ -90,11 +93,15 @@ def _predictor(config: PredictConfig):
     predictor = nnUNetPredictor(tile_step_size=config.tile_step_size, use_gaussian=True,
                                 use_mirroring=config.mirroring, perform_everything_on_device=False,
                                 device=torch.device("cpu"), verbose=False, allow_tqdm=False)
+    if config.runtime is not None and config.onnx is None:
+        raise UsageError(f"--runtime {config.runtime} runs an ONNX export: give --onnx DIR too (a trained model "
+                         f"runs in torch).")
     if config.onnx is not None:
         metadata = _read(config.onnx, METADATA_FILE)
         plans_manager = PlansManager(_read(config.onnx, "plans.json"))
         mirror_axes = metadata["inference_allowed_mirroring_axes"]
-        network = OnnxNetwork(session(os.path.join(config.onnx, MODEL_FILE), config.threads))
+        network = OnnxNetwork(load(os.path.join(config.onnx, MODEL_FILE), config.runtime or "onnxruntime",
+                                   config.threads))
         predictor.manual_initialization(network, plans_manager, plans_manager.get_configuration(metadata["configuration"]),
                                         [{}], _read(config.onnx, "dataset.json"), metadata["trainer_name"],
                                         tuple(mirror_axes) if mirror_axes is not None else None)

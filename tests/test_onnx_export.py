@@ -1,4 +1,4 @@
-"""`onnx_export`: which axes an export keeps dynamic, and how its ONNX Runtime sessions run (issue 14)."""
+"""`onnx_export`: which axes an export keeps dynamic; how ONNX Runtime and OpenVINO run it (issue 14)."""
 
 import pytest
 import torch
@@ -8,7 +8,8 @@ from nnunet_lightseg import registry
 pytest.importorskip("onnxruntime", reason="pip install 'nnunet-lightseg[onnx]'")
 onnx = pytest.importorskip("onnx")
 
-from nnunet_lightseg.onnx_export import PARITY_TOLERANCE, export_network, session  # noqa: E402
+from nnunet_lightseg.onnx_export import PARITY_TOLERANCE, export_network  # noqa: E402
+from nnunet_lightseg.onnx_runtimes import OpenVinoModel, session  # noqa: E402
 
 
 @pytest.mark.parametrize("name, dynamic", [("UltraLightUNet", True), ("VeloxSeg", False)])
@@ -52,3 +53,18 @@ def test_onnx_runtime_sessions_do_not_spin_between_runs(tmp_path):
     onnx.save(helper.make_model(graph), str(tmp_path / "identity.onnx"))
     options = session(str(tmp_path / "identity.onnx"), 1).get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_openvino_compiles_the_export_once_per_input_shape_and_matches_torch(tmp_path):
+    pytest.importorskip("openvino", reason="pip install 'nnunet-lightseg[openvino]'")
+    patch = [40, 56, 40]
+    torch.manual_seed(0)
+    network = registry.get("UltraLightUNet").create(registry.Plan(1, 3, patch, [(2, 2, 2)] * 3)).eval()
+    export_network(network, 1, patch, str(tmp_path / "model.onnx"), 1)
+    model = OpenVinoModel(str(tmp_path / "model.onnx"), 1)
+    for size in (patch, patch, [48, 64, 48]):
+        x = torch.randn(1, 1, *size)
+        with torch.no_grad():
+            expected = network(x).numpy()
+        assert abs(model(x.numpy()) - expected).max() <= PARITY_TOLERANCE * abs(expected).max()
+    assert sorted(model.compiled) == [(1, 1, 40, 56, 40), (1, 1, 48, 64, 48)]

@@ -1,7 +1,8 @@
-"""`nnunet-lightseg predict` (the trained model in process, and its ONNX export) against the stock
-nUNetv2_predict, on the demo data (issue 14)."""
+"""`nnunet-lightseg predict` (the trained model in process, and its ONNX export in ONNX Runtime and in
+OpenVINO) against the stock nnUNetv2_predict, on the demo data (issue 14)."""
 import glob
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ pytestmark = pytest.mark.integration
 
 DATASET = str(DEFAULT_DATASET_ID)
 TRAINER = "nnUNetTrainerUltraLightUNet_2epochs_3iters"
-# ONNX Runtime and torch sum in different orders: the export check holds the logits to 1e-4 of the
-# largest logit, which moves a softmax probability by less than that. A label may differ only where
+# ONNX Runtime, OpenVINO and torch sum in different orders: the export check holds the logits to 1e-4
+# of the largest logit, which moves a softmax probability by less than that. A label may differ only where
 # the stock prediction's two most probable classes are closer than this.
 PROBABILITY_TOLERANCE = 1e-3
 
@@ -38,34 +39,45 @@ def segmentations_and_probabilities(folder):
     return out
 
 
-def test_predict_in_process_and_from_onnx_match_nnunetv2_predict(trained, tmp_path):
+@pytest.fixture(scope="module")
+def exported_and_stock(trained, tmp_path_factory):
+    """Fold 0 exported, and nnUNetv2_predict's segmentations and probabilities of the held-out cases."""
     env, folder = trained
-    images = os.path.join(folder, "imagesTs")
-    exported, from_onnx, in_process, stock = (str(tmp_path / name) for name in ("export", "onnx", "torch", "stock"))
+    exported, stock = (str(tmp_path_factory.mktemp(name)) for name in ("export", "stock"))
     log = run(["nnunet-lightseg", "export", "-d", DATASET, "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
                "-o", exported], env)
     assert "batch axis dynamic" in log
     assert sorted(os.listdir(exported)) == sorted([".nnunet-lightseg", "dataset.json", "export.json", "model.onnx",
                                                    "plans.json"])
-    cases = sorted({os.path.basename(p)[:-len("_0000.nii.gz")] for p in glob.glob(os.path.join(images, "*_0000.nii.gz"))})
-    for source, out in ((["--onnx", exported], from_onnx),
-                        (["-d", DATASET, "-c", "3d_fullres", "-tr", TRAINER, "-f", "0"], in_process)):
-        log = run(["nnunet-lightseg", "predict", *source, "-i", images, "-o", out, "--save_probabilities"], env)
-        assert [line.split()[1].rstrip(":") for line in log.splitlines() if line.startswith("[")] == cases
-    run(["nnUNetv2_predict", "-i", images, "-o", stock, "-d", DATASET, "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
-         "-device", "cpu", "--save_probabilities", "-npp", "1", "-nps", "1"], env)
+    run(["nnUNetv2_predict", "-i", os.path.join(folder, "imagesTs"), "-o", stock, "-d", DATASET, "-c", "3d_fullres",
+         "-tr", TRAINER, "-f", "0", "-device", "cpu", "--save_probabilities", "-npp", "1", "-nps", "1"], env)
     theirs = segmentations_and_probabilities(stock)
-    assert sorted(theirs) == cases
-    for out in (from_onnx, in_process):
-        mine = segmentations_and_probabilities(out)
-        assert sorted(mine) == cases
-        for case in cases:
-            (seg, probabilities), (stock_seg, stock_probabilities) = mine[case], theirs[case]
-            assert seg.shape == stock_seg.shape
-            np.testing.assert_allclose(probabilities, stock_probabilities, atol=PROBABILITY_TOLERANCE)
-            top_two = np.sort(stock_probabilities, axis=0)[-2:]
-            near_ties = (top_two[1] - top_two[0]) < PROBABILITY_TOLERANCE
-            assert np.all((seg == stock_seg) | near_ties), (out, case)
+    images = glob.glob(os.path.join(folder, "imagesTs", "*_0000.nii.gz"))
+    assert sorted(theirs) == sorted(os.path.basename(p)[:-len("_0000.nii.gz")] for p in images)
+    return exported, theirs
+
+
+@pytest.mark.parametrize("source", ["torch", "onnxruntime", "openvino"])
+def test_predict_in_process_and_from_onnx_match_nnunetv2_predict(source, trained, exported_and_stock, tmp_path):
+    if source == "openvino":
+        pytest.importorskip("openvino", reason="pip install 'nnunet-lightseg[openvino]'")
+    env, folder = trained
+    exported, theirs = exported_and_stock
+    images, out = os.path.join(folder, "imagesTs"), str(tmp_path / "out")
+    options = (["-d", DATASET, "-c", "3d_fullres", "-tr", TRAINER, "-f", "0"] if source == "torch" else
+               ["--onnx", exported, "--runtime", source])
+    log = run(["nnunet-lightseg", "predict", *options, "-i", images, "-o", out, "--save_probabilities"], env)
+    cases = sorted(theirs)
+    assert cases and [line.split()[1].rstrip(":") for line in log.splitlines() if line.startswith("[")] == cases
+    mine = segmentations_and_probabilities(out)
+    assert sorted(mine) == cases
+    for case in cases:
+        (seg, probabilities), (stock_seg, stock_probabilities) = mine[case], theirs[case]
+        assert seg.shape == stock_seg.shape
+        np.testing.assert_allclose(probabilities, stock_probabilities, atol=PROBABILITY_TOLERANCE)
+        top_two = np.sort(stock_probabilities, axis=0)[-2:]
+        near_ties = (top_two[1] - top_two[0]) < PROBABILITY_TOLERANCE
+        assert np.all((seg == stock_seg) | near_ties), case
 
 
 def test_export_names_a_missing_fold_and_touches_nothing(trained, tmp_path):
@@ -75,3 +87,16 @@ def test_export_names_a_missing_fold_and_touches_nothing(trained, tmp_path):
         run(["nnunet-lightseg", "export", "-d", DATASET, "-c", "3d_fullres", "-tr", TRAINER, "-f", "3",
              "-o", str(output)], env)
     assert not output.exists()
+
+
+def test_a_runtime_without_an_export_or_not_installed_is_named_with_its_fix(monkeypatch, tmp_path):
+    from nnunet_lightseg.errors import UsageError
+    from nnunet_lightseg.onnx_runtimes import load
+    from nnunet_lightseg.predict import PredictConfig, predict
+
+    with pytest.raises(UsageError, match=r"--runtime openvino runs an ONNX export: give --onnx DIR too"):
+        predict(PredictConfig(str(tmp_path), str(tmp_path / "out"), runtime="openvino"))
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(UsageError, match=r"openvino is not installed: pip install 'nnunet-lightseg\[openvino\]'"):
+        load(str(tmp_path / "model.onnx"), "openvino")
+    assert not (tmp_path / "out").exists()

@@ -7,15 +7,17 @@ exported again with fixed axes if that fails or disagrees; the figure is max |ON
 max |logit| at the patch (docs/deployment.md). Then one patch is timed both ways, interleaved
 (`timing.timed_runs`, median of --repeats after one warm-up): torch as nnU-Net's predictor runs the
 network on a CPU (inference mode, through our inference engine, `cpu_inference`), and the exported
-model in an ONNX Runtime session with as many threads. Where OpenVINO is installed (it is no
-dependency of ours), the exported model compiled by OpenVINO for the CPU (float32, as many
-threads) is timed too, in its own block after those, with its parity figure.
+model in an ONNX Runtime session with as many threads. Where OpenVINO is installed
+(`nnunet-lightseg[openvino]`), the exported model as `predict --onnx --runtime openvino` runs it
+(`onnx_runtimes.OpenVinoModel`: float32, as many threads) is timed too, in its own block after
+those, with its parity figure.
 
     python -m nnunet_lightseg.measure.onnx_export_check [--models ...] [--threads 1] [--repeats 10]
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import tempfile
@@ -26,7 +28,8 @@ import torch
 from nnunet_lightseg import cpu_inference, registry
 from nnunet_lightseg.measure import markdown_table
 from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
-from nnunet_lightseg.onnx_export import export_network, session
+from nnunet_lightseg.onnx_export import export_network
+from nnunet_lightseg.onnx_runtimes import INPUT, OpenVinoModel, session
 from nnunet_lightseg.timing import timed_runs
 
 PATCH, STEPS = (40, 56, 40), [(2, 2, 2)] * 3
@@ -40,7 +43,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), patch {PATCH}, median of {args.repeats}\n")
-    openvino = _openvino()
+    openvino = _openvino_installed()
     print("\n".join(markdown_table(["model", "axes", "max relative difference at the patch",
                                     "export and checks, s", "torch ms", "ONNX Runtime ms"]
                                    + (["OpenVINO ms", "OpenVINO max relative difference"] if openvino else []), [])))
@@ -56,15 +59,14 @@ def main(argv=None) -> None:
             onnx_session = session(path, args.threads)
             with torch.inference_mode():
                 times = timed_runs({"torch": lambda: network(x),
-                                    "onnx": lambda: onnx_session.run(None, {"image": x.numpy()})}, args.repeats)
+                                    "onnx": lambda: onnx_session.run(None, {INPUT: x.numpy()})}, args.repeats)
             extra = ""
             if openvino:
                 with torch.inference_mode():
                     reference = network(x).numpy()
-                compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": args.threads,
-                                                                       "INFERENCE_PRECISION_HINT": "f32"})
-                output = compiled([x.numpy()])[compiled.output(0)]
-                seconds_openvino = statistics.median(timed_runs({0: lambda: compiled([x.numpy()])}, args.repeats)[0])
+                compiled = OpenVinoModel(path, args.threads)
+                output = compiled(x.numpy())
+                seconds_openvino = statistics.median(timed_runs({0: lambda: compiled(x.numpy())}, args.repeats)[0])
                 extra = (f" {seconds_openvino * 1e3:.1f} | "
                          f"{float(abs(output - reference).max() / abs(reference).max()):.1e} |")
             axes = ("dynamic" if parity["dynamic_spatial_axes"] else
@@ -75,13 +77,8 @@ def main(argv=None) -> None:
                   + extra, flush=True)
 
 
-def _openvino():
-    """The openvino module, or None where it is not installed."""
-    try:
-        import openvino
-    except ImportError:
-        return None
-    return openvino
+def _openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ each two ways, models and ways in turn, one at a time:
   and preprocessing, sliding window (network, Gaussian weighting, mirroring, fold average),
   resampling and export; model loading is timed apart and spread over the cases in `seconds`;
 - with --onnx, in the one-fold settings: fold 0 exported by `nnunet-lightseg export` (not timed)
-  and predicted by `predict --onnx`, the same pipeline around an ONNX Runtime session.
+  and predicted by `predict --onnx`, the same pipeline around the exported network, once in ONNX
+  Runtime and, where it is installed, once in OpenVINO (`--runtime openvino`).
 
 Torch uses --threads in both ways, unless nnUNet_def_n_proc is set lower: nnU-Net's predictor caps
 torch's threads at it while the sliding window runs (so `nnUNet_def_n_proc=1`, which makes training
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -42,6 +44,7 @@ import torch
 
 from nnunet_lightseg.measure import markdown_table
 from nnunet_lightseg.nnunet_env import DEFAULT_TRAINERS, RESULTS
+from nnunet_lightseg.onnx_runtimes import RUNTIMES
 
 SETTINGS = {"defaults": {"folds": ("0", "1", "2", "3", "4"), "mirroring": True, "tile_step_size": 0.5},
             "fast": {"folds": ("0",), "mirroring": False, "tile_step_size": 0.75}}
@@ -145,10 +148,12 @@ def markdown(rows: list[dict]) -> str:
 
     return "\n".join(markdown_table(
         ["setting", "trainer", "stock s/case", "ours s/case", "x vs nnU-Net stock", "x vs nnU-Net ours", "load model s",
-         "load + preprocess", "sliding window", "resample + export", "ONNX s/case", "ONNX sliding window"],
+         "load + preprocess", "sliding window", "resample + export", "ONNX Runtime s/case", "its sliding window",
+         "OpenVINO s/case", "its sliding window"],
         [[r["setting"], r["trainer"], f"{r['stock_s']:.2f}", f"{r['seconds']:.2f}", ratio(stock, r), ratio(same, r),
           f"{r['load_model_s']:.2f}", f"{r['load_and_preprocess_s']:.3f}", f"{r['network_s']:.2f}",
-          f"{r['resample_and_export_s']:.3f}", *(f"{r[k]:.2f}" if k in r else "-" for k in ("onnx_s", "onnx_network_s"))]
+          f"{r['resample_and_export_s']:.3f}", *(f"{r[f'{runtime}_{k}']:.2f}" if f"{runtime}_{k}" in r else "-"
+                                                     for runtime in RUNTIMES for k in ("s", "network_s"))]
          for r in rows]))
 
 
@@ -164,8 +169,8 @@ def main(argv=None) -> None:
     parser.add_argument("--work", required=True, help="a scratch folder (model folders, inputs, outputs)")
     parser.add_argument("--out", required=True, help="the JSON file to write")
     parser.add_argument("--onnx", action="store_true",
-                        help="also predict through ONNX Runtime (`nnunet-lightseg export` of fold 0, then "
-                             "`predict --onnx`) in the one-fold settings")
+                        help="also predict through ONNX Runtime and, where installed, OpenVINO (`nnunet-lightseg "
+                             "export` of fold 0, then `predict --onnx`) in the one-fold settings")
     args = parser.parse_args(argv)
     from nnunet_lightseg.predict import PredictConfig
 
@@ -188,9 +193,12 @@ def main(argv=None) -> None:
                                         configuration=args.configuration, trainer=trainer_name,
                                         folds=setting["folds"], **common))}
             if args.onnx and len(setting["folds"]) == 1:  # an export holds one fold
-                onnx = ours(PredictConfig(output=os.path.join(out, "onnx"), onnx=exported(
-                    dataset, trainer_name, args.configuration, setting["folds"][0], args.work), **common))
-                row.update(onnx_s=onnx["seconds"], onnx_network_s=onnx["network_s"])
+                export = exported(dataset, trainer_name, args.configuration, setting["folds"][0], args.work)
+                for runtime in RUNTIMES:
+                    if importlib.util.find_spec(runtime) is not None:
+                        result = ours(PredictConfig(output=os.path.join(out, runtime), onnx=export, runtime=runtime,
+                                                    **common))
+                        row.update({f"{runtime}_s": result["seconds"], f"{runtime}_network_s": result["network_s"]})
             rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
     report = {"plans": os.path.abspath(args.plans), "cases": cases, "threads": args.threads,
