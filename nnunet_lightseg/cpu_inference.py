@@ -68,17 +68,20 @@ def enabled() -> bool:
     return _forced_off == 0 and setting not in ("0", "false", "no", "off") and onednn_available()
 
 
+_ONEDNN_OPS = ("_convolution_pointwise", "_convolution_transpose_pointwise")
+
+
 @lru_cache(maxsize=None)
 def onednn_available() -> bool:
-    """Whether this torch has oneDNN and its private fused conv op; says once why not, if not."""
+    """Whether this torch has oneDNN and its private fused conv ops; says once why not, if not."""
     try:
-        available = torch.backends.mkldnn.is_available() and \
-            callable(getattr(torch.ops.mkldnn, "_convolution_pointwise", None))
+        available = torch.backends.mkldnn.is_available() and all(
+            callable(getattr(torch.ops.mkldnn, op, None)) for op in _ONEDNN_OPS)
     except (AttributeError, RuntimeError):
         available = False
     if not available:
-        _log.warning("nnunet-lightseg: this torch build lacks oneDNN's fused convolution "
-                     "(torch.ops.mkldnn._convolution_pointwise); CPU prediction runs the plain networks.")
+        _log.warning("nnunet-lightseg: this torch build lacks oneDNN's fused convolutions "
+                     f"(torch.ops.mkldnn.{' and .'.join(_ONEDNN_OPS)}); CPU prediction runs the plain networks.")
     return available
 
 
@@ -163,6 +166,29 @@ class FastConv(nn.Module):
         return self.activation(y) if self.activation is not None else y
 
 
+class FastConvTranspose(nn.Module):
+    """A transposed conv (bias included) run by oneDNN's kernel (`mkldnn._convolution_transpose_pointwise`).
+
+    torch runs a strided 3D transposed conv with a kernel larger than its stride (LightMedSeg's
+    3^3 upsampling) on its generic `slow_conv_transpose3d`, about twice oneDNN's time on the
+    Hippocampus patch (docs/performance.md). Weights are copies (buffers, not parameters).
+    """
+
+    def __init__(self, conv: nn.Module):
+        super().__init__()
+        weight = conv.weight.detach().clone()
+        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(weight.shape[1] * conv.groups)
+        self.register_buffer("weight", weight, persistent=False)
+        self.register_buffer("bias", bias, persistent=False)
+        self.padding, self.output_padding = list(conv.padding), list(conv.output_padding)
+        self.stride, self.dilation, self.groups = list(conv.stride), list(conv.dilation), conv.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._convolution_transpose_pointwise(
+            x, self.weight, self.bias, self.padding, self.output_padding, self.stride, self.dilation, self.groups,
+            "none", [], "")
+
+
 def _is_channels_last(x: torch.Tensor) -> bool:
     memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.ndim)
     return memory_format is not None and x.is_contiguous(memory_format=memory_format)
@@ -191,6 +217,7 @@ def fold_batch_norm(conv: nn.Module, norm: nn.Module) -> None:
 
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TRANSPOSED_CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
@@ -198,18 +225,27 @@ def _rewritable(conv: nn.Module) -> bool:
     return type(conv) in _CONVS and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
 
 
+def _rewritten_alone(module: nn.Module) -> nn.Module:
+    """The module's fast form on its own (a conv or transposed conv), or the module with its
+    children rewritten."""
+    if _rewritable(module):
+        return FastConv(module)
+    if type(module) in _TRANSPOSED_CONVS and module.padding_mode == "zeros":
+        return FastConvTranspose(module)
+    _rewrite_inside(module)
+    return module
+
+
 def rewrite_convs(module: nn.Module) -> None:
-    """Fold batch norms into convs and replace convs by `FastConv`, recursively and in place.
+    """Fold batch norms into convs and replace convs by `FastConv` and transposed convs by
+    `FastConvTranspose`, recursively and in place.
 
     Inside an `nn.Sequential`, a conv followed by a batch norm (running statistics) absorbs it, and
     a fusable activation after that joins the conv; the absorbed entries become `nn.Identity`, so
     indices stay. Every other plain conv becomes a `FastConv` on its own.
     """
     for name, child in list(module.named_children()):
-        if _rewritable(child):
-            setattr(module, name, FastConv(child))
-        else:
-            _rewrite_inside(child)
+        setattr(module, name, _rewritten_alone(child))
 
 
 def _rewrite_sequence(sequence: nn.Sequential) -> None:
@@ -218,7 +254,7 @@ def _rewrite_sequence(sequence: nn.Sequential) -> None:
     while i < len(names):
         child = modules[names[i]]
         if not _rewritable(child):
-            _rewrite_inside(child)
+            modules[names[i]] = _rewritten_alone(child)
             i += 1
             continue
         j = i + 1

@@ -55,6 +55,14 @@ def test_copy_matches_plain_graph_and_leaves_the_checkpoint_alone(name, dim, sha
     assert all(torch.equal(after[k], v) for k, v in state.items())
 
 
+@pytest.mark.parametrize("name,dim,shape", MODELS, ids=[f"{m}-{d}d" for m, d, _ in MODELS])
+def test_every_conv_and_transposed_conv_of_the_copy_leaves_torchs_generic_kernels(name, dim, shape):
+    # torch runs LightMedSeg's strided 3^3 transposed convs on slow_conv_transpose3d, about twice
+    # oneDNN's time; every conv of the copy is a FastConv or a FastConvTranspose
+    fast = cpu_inference.build_inference_copy(build(name, dim, shape), len(shape))
+    assert not [m for m in fast.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+
+
 def test_only_in_eval_mode_without_gradients():
     network = build("UltraLightUNet", 3, MODELS[1][2])
     x = torch.randn(MODELS[1][2])
@@ -86,8 +94,8 @@ def test_without_onednn_the_plain_graph_runs_after_one_log_line(monkeypatch, cap
         cpu_inference.onednn_available.cache_clear()
     assert copies_built(network) == 0
     assert [r.getMessage() for r in caplog.records] == [
-        "nnunet-lightseg: this torch build lacks oneDNN's fused convolution "
-        "(torch.ops.mkldnn._convolution_pointwise); CPU prediction runs the plain networks."]
+        "nnunet-lightseg: this torch build lacks oneDNN's fused convolutions (torch.ops.mkldnn._convolution_pointwise "
+        "and ._convolution_transpose_pointwise); CPU prediction runs the plain networks."]
 
 
 def test_one_copy_per_fold_whatever_the_number_of_cases():
