@@ -192,8 +192,9 @@ def command_export(args) -> int:
                                         plans=args.plans, checkpoint=args.checkpoint, force=args.force))
     spatial = "dynamic" if metadata["input"]["dynamic_spatial_axes"] else "fixed to the patch size"
     batch = "dynamic" if metadata["input"]["dynamic_batch"] else "fixed to 1"
+    difference = metadata["parity"]["max_probability_difference_at_patch"]
     print(f"exported {metadata['trainer_name']} fold {metadata['fold']} to {args.output} (batch axis {batch}, spatial "
-          f"axes {spatial}; ONNX Runtime within {metadata['parity']['max_relative_difference_at_patch']:.1g} of torch)")
+          f"axes {spatial}; ONNX Runtime's probabilities within {difference:.1g} of torch's)")
     return 0
 
 

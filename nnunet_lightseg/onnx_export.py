@@ -33,7 +33,13 @@ from nnunet_lightseg.onnx_runtimes import INPUT, session, version
 
 MODEL_FILE, METADATA_FILE = "model.onnx", "export.json"
 OPSET = 17
-PARITY_TOLERANCE = 1e-4  # max |ONNX - torch| over the logits, relative to the largest |logit|
+# The parity check: max |softmax(ONNX) - softmax(torch)| over the classes and voxels, i.e. how far
+# the export moves a probability that nnU-Net exports or takes the argmax of. Not the logits
+# relative to the largest: that figure grows with the patch in ONNX Runtime and OpenVINO alike
+# (LightMedSeg, untrained: 9e-7 at 40x56x40, 1.0e-4 at 128^3, spread evenly over the volume as a
+# whole-patch statistic summed less accurately than torch's would be; torch is 3.6e-7 from float64
+# there), while its probabilities move by 8e-5 (docs/deployment.md).
+PARITY_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,16 @@ def _export(network: torch.nn.Module, x: torch.Tensor, path: str, spatial_dynami
                           output_names=["logits"], dynamic_axes={INPUT: axes, "logits": axes})
 
 
+def probability_difference(logits: np.ndarray, reference: np.ndarray) -> float:
+    """max |softmax(logits) - softmax(reference)| over the classes (axis 1) and voxels."""
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return float(np.abs(softmax(logits.astype(np.float64)) - softmax(reference.astype(np.float64))).max())
+
+
 def _difference(network: torch.nn.Module, onnx_session, x: torch.Tensor) -> float:
-    """max |ONNX - torch| over the logits for input x, relative to the largest |logit| (inf if either
+    """The parity figure (PARITY_TOLERANCE) of ONNX Runtime against torch for input x (inf if either
     fails: a size the network itself cannot take, e.g. one its poolings do not divide, is a size the
     export need not take either)."""
     try:
@@ -84,7 +98,7 @@ def _difference(network: torch.nn.Module, onnx_session, x: torch.Tensor) -> floa
         return float("inf")
     if got.shape != expected.shape:
         return float("inf")
-    return float(np.abs(got - expected).max() / max(float(np.abs(expected).max()), 1e-12))
+    return probability_difference(got, expected)
 
 
 def export_network(network: torch.nn.Module, channels: int, patch: list[int], path: str,
@@ -107,8 +121,8 @@ def export_network(network: torch.nn.Module, channels: int, patch: list[int], pa
             _export(network, x, path, spatial_dynamic=False, batch_dynamic=False)
             checked = session(path, threads)
     return {"dynamic_spatial_axes": spatial_dynamic, "dynamic_batch": batch_dynamic,
-            "max_relative_difference_at_patch": _difference(network, checked, x),
-            "max_relative_difference_batch_2": _difference(network, checked, batch_2) if batch_dynamic else None}
+            "max_probability_difference_at_patch": _difference(network, checked, x),
+            "max_probability_difference_batch_2": _difference(network, checked, batch_2) if batch_dynamic else None}
 
 
 def export_fold(config: ExportConfig) -> dict:
@@ -126,9 +140,9 @@ def export_fold(config: ExportConfig) -> dict:
     channels = determine_num_input_channels(predictor.plans_manager, predictor.configuration_manager,
                                             predictor.dataset_json)
     parity = export_network(predictor.network.eval(), channels, patch, os.path.join(config.output, MODEL_FILE))
-    worst = max(parity["max_relative_difference_at_patch"], parity["max_relative_difference_batch_2"] or 0.0)
+    worst = max(parity["max_probability_difference_at_patch"], parity["max_probability_difference_batch_2"] or 0.0)
     if worst > PARITY_TOLERANCE:
-        raise ExportError(f"ONNX Runtime's logits differ from torch's by {worst:.2g} of the largest logit (limit "
+        raise ExportError(f"ONNX Runtime's class probabilities differ from torch's by up to {worst:.2g} (limit "
                           f"{PARITY_TOLERANCE:g}): this network does not export faithfully; predict with "
                           f"nnUNetv2_predict instead.")
     for name in ("plans.json", "dataset.json"):
@@ -140,8 +154,8 @@ def export_fold(config: ExportConfig) -> dict:
         "inference_allowed_mirroring_axes": list(axes) if axes is not None else None,
         "input": {"channels": channels, "patch_size": patch, "dynamic_batch": parity["dynamic_batch"],
                   "dynamic_spatial_axes": parity["dynamic_spatial_axes"]},
-        "parity": {"max_relative_difference_at_patch": parity["max_relative_difference_at_patch"],
-                   "max_relative_difference_batch_2": parity["max_relative_difference_batch_2"],
+        "parity": {"max_probability_difference_at_patch": parity["max_probability_difference_at_patch"],
+                   "max_probability_difference_batch_2": parity["max_probability_difference_batch_2"],
                    "tolerance": PARITY_TOLERANCE},
         "opset": OPSET, "torch": torch.__version__, "onnxruntime": runtime_version,
     }
