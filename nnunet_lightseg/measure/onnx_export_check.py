@@ -1,16 +1,17 @@
-"""Which default models export to ONNX with dynamic spatial axes, and how close ONNX Runtime is to torch.
+"""Which models export to ONNX with dynamic spatial axes, how close the runtimes are to torch, and how fast.
 
 Each model, randomly initialised on the Hippocampus plan (1 channel, 3 classes, patch 40x56x40,
-three 2x steps), goes through `onnx_export.export_network`, the export and checks of `nnunet-lightseg
-export`: exported with dynamic spatial axes, run on a batch of two at the patch + 8 voxels per axis,
-exported again with fixed axes if that fails or disagrees; the figure is the export's parity
-figure at the patch, max |softmax(ONNX) - softmax(torch)| (docs/deployment.md). Then one patch is timed both ways, interleaved
-(`timing.timed_runs`, median of --repeats after one warm-up): torch as nnU-Net's predictor runs the
-network on a CPU (inference mode, through our inference engine, `cpu_inference`), and the exported
-model in an ONNX Runtime session with as many threads. Where OpenVINO is installed
-(`nnunet-lightseg[openvino]`), the exported model as `predict --onnx --runtime openvino` runs it
-(`onnx_runtimes.OpenVinoModel`: float32, as many threads) is timed too, in its own block after
-those, with its parity figure.
+three 2x steps; first nnU-Net's own PlainConvUNet of that plan, for reference), goes through
+`onnx_export.export_network`, the export and checks of `nnunet-lightseg export`: exported with
+dynamic spatial axes, run on a batch of two at the patch + 8 voxels per axis, exported again with
+fixed axes if that fails or disagrees; the figure is the export's parity figure at the patch,
+max |softmax(ONNX) - softmax(torch)| (docs/deployment.md). Then one patch is timed both ways,
+interleaved (`timing.timed_runs`, median of --repeats after one warm-up): torch as nnU-Net's
+predictor runs the network on a CPU (inference mode; ours through our inference engine,
+`cpu_inference`), and the exported model in an ONNX Runtime session with as many threads. Where
+OpenVINO is installed (`nnunet-lightseg[openvino]`), the exported model as `predict --onnx
+--runtime openvino` runs it (`onnx_runtimes.OpenVinoModel`: float32, as many threads) is timed
+too, in its own block after those, with its parity figure.
 
     python -m nnunet_lightseg.measure.onnx_export_check [--models ...] [--threads 1] [--repeats 10]
 """
@@ -27,17 +28,20 @@ import torch
 
 from nnunet_lightseg import cpu_inference, registry
 from nnunet_lightseg.measure import markdown_table
+from nnunet_lightseg.measure.inference_steps import HIPPOCAMPUS, nnunet_default
 from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
 from nnunet_lightseg.onnx_export import export_network, probability_difference
 from nnunet_lightseg.onnx_runtimes import INPUT, OpenVinoModel, session
 from nnunet_lightseg.timing import timed_runs
 
-PATCH, STEPS = (40, 56, 40), [(2, 2, 2)] * 3
+PATCH, STEPS = tuple(HIPPOCAMPUS["patch_size"]), [(2, 2, 2)] * 3
+REFERENCE = "nnUNet-default"
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--models", nargs="+", default=[REFERENCE, *DEFAULT_MODELS],
+                        help=f"registered models, and {REFERENCE!r}: nnU-Net's PlainConvUNet of the plan")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
@@ -51,7 +55,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
             torch.manual_seed(0)
-            network = registry.get(name).create(registry.Plan(1, 3, PATCH, STEPS)).eval()
+            network = (nnunet_default(HIPPOCAMPUS) if name == REFERENCE else
+                       registry.get(name).create(registry.Plan(1, 3, PATCH, STEPS))).eval()
             path, start = os.path.join(folder, f"{name}.onnx"), time.perf_counter()
             parity = export_network(network, 1, list(PATCH), path, args.threads)
             seconds = time.perf_counter() - start
