@@ -56,10 +56,12 @@ class OpenVinoModel:
     logits.
     """
 
-    def __init__(self, path: str, threads: Optional[int] = None):
+    def __init__(self, path: str, threads: Optional[int] = None, input_shape: Optional[tuple[int, ...]] = None):
         self.openvino = _import("openvino")
         self.path, self.threads = path, _threads(threads)
         self.compiled: dict[tuple[int, ...], object] = {}
+        if input_shape is not None:  # compiled now, with the loading, not in the first call
+            self.compiled[tuple(input_shape)] = self._compile(tuple(input_shape))
 
     def _compile(self, shape: tuple[int, ...]):
         core = self.openvino.Core()
@@ -75,10 +77,12 @@ class OpenVinoModel:
         return compiled([x])[compiled.output(0)]
 
 
-def load(path: str, runtime: str = "onnxruntime", threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
-    """The network in `path` as a function of its input batch, run by `runtime` (one of RUNTIMES)."""
+def load(path: str, runtime: str = "onnxruntime", threads: Optional[int] = None,
+         input_shape: Optional[tuple[int, ...]] = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The network in `path` as a function of its input batch, run by `runtime` (one of RUNTIMES);
+    `input_shape`, the shape it will mostly be called with (OpenVINO compiles for it at once)."""
     if runtime == "openvino":
-        return OpenVinoModel(path, threads)
+        return OpenVinoModel(path, threads, input_shape)
     if runtime != "onnxruntime":
         raise UsageError(f"--runtime {runtime}: not one of {', '.join(RUNTIMES)}.")
     onnx_session = session(path, threads)

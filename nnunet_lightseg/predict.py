@@ -100,8 +100,9 @@ def _predictor(config: PredictConfig):
         metadata = _read(config.onnx, METADATA_FILE)
         plans_manager = PlansManager(_read(config.onnx, "plans.json"))
         mirror_axes = metadata["inference_allowed_mirroring_axes"]
+        tile = (1, metadata["input"]["channels"], *metadata["input"]["patch_size"])  # what the sliding window feeds
         network = OnnxNetwork(load(os.path.join(config.onnx, MODEL_FILE), config.runtime or "onnxruntime",
-                                   config.threads))
+                                   config.threads, tile))
         predictor.manual_initialization(network, plans_manager, plans_manager.get_configuration(metadata["configuration"]),
                                         [{}], _read(config.onnx, "dataset.json"), metadata["trainer_name"],
                                         tuple(mirror_axes) if mirror_axes is not None else None)

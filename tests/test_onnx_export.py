@@ -61,7 +61,8 @@ def test_openvino_compiles_the_export_once_per_input_shape_and_matches_torch(tmp
     torch.manual_seed(0)
     network = registry.get("UltraLightUNet").create(registry.Plan(1, 3, patch, [(2, 2, 2)] * 3)).eval()
     export_network(network, 1, patch, str(tmp_path / "model.onnx"), 1)
-    model = OpenVinoModel(str(tmp_path / "model.onnx"), 1)
+    model = OpenVinoModel(str(tmp_path / "model.onnx"), 1, (1, 1, *patch))
+    assert list(model.compiled) == [(1, 1, *patch)]  # compiled with the loading
     for size in (patch, patch, [48, 64, 48]):
         x = torch.randn(1, 1, *size)
         with torch.no_grad():
