@@ -201,7 +201,7 @@ def command_export(args) -> int:
 def command_predict(args) -> int:
     from nnunet_lightseg.predict import PredictConfig, predict
 
-    records = predict(PredictConfig(args.input, args.output, onnx=args.onnx, runtime=args.runtime,
+    records = predict(PredictConfig(args.input, args.output, onnx=tuple(args.onnx), runtime=args.runtime,
                                     dataset=args.dataset, configuration=args.configuration, trainer=args.trainer,
                                     folds=tuple(args.folds), plans=args.plans, checkpoint=args.checkpoint,
                                     tile_step_size=args.step_size, mirroring=not args.disable_tta,
@@ -347,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "or an ONNX export (--onnx)")
     p.add_argument("-i", dest="input", required=True, help="images as for nnUNetv2_predict (CASE_0000.nii.gz, ...)")
     p.add_argument("-o", dest="output", required=True)
-    p.add_argument("--onnx", help="a folder written by `nnunet-lightseg export` (instead of -d -c -tr -f)")
+    p.add_argument("--onnx", nargs="+", default=[], metavar="DIR",
+                   help="folders written by `nnunet-lightseg export`, one fold each, averaged as nnU-Net averages "
+                        "folds (instead of -d -c -tr -f)")
     p.add_argument("--runtime", choices=RUNTIMES,
                    help="what runs the --onnx network (default onnxruntime; openvino: pip install "
                         "'nnunet-lightseg[openvino]')")

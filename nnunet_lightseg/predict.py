@@ -2,8 +2,9 @@
 
 Two sources for the network: a trained model (`-d -c -tr -f`, loaded by nnU-Net's own
 `nnUNetPredictor.initialize_from_trained_model_folder`, so our trainers' networks run through the
-CPU inference engine), or `--onnx DIR`, a folder written by `nnunet-lightseg export`, whose network
-runs in ONNX Runtime or OpenVINO (`--runtime`), loaded once for all cases (`OnnxNetwork`). Every other step is nnU-Net's
+CPU inference engine), or `--onnx DIR [DIR ...]`, folders written by `nnunet-lightseg export` (one
+fold each; several are averaged as nnU-Net averages folds), whose networks run in ONNX Runtime or
+OpenVINO (`--runtime`), loaded once for all cases (`OnnxNetwork`). Every other step is nnU-Net's
 own function, called in this process (no worker processes, which cost more than they save for
 small networks and cases): the configuration's preprocessor (`run_case`), the predictor's sliding
 window with its Gaussian weighting, mirroring and fold averaging
@@ -35,7 +36,7 @@ from nnunet_lightseg.trainers.input_channels import check_case
 class PredictConfig:
     input: str
     output: str
-    onnx: Optional[str] = None  # a folder `nnunet-lightseg export` wrote; else the trained model below
+    onnx: tuple[str, ...] = ()  # folders `nnunet-lightseg export` wrote, a fold each; else the trained model below
     runtime: Optional[str] = None  # what runs the --onnx network: onnxruntime (the default) or openvino
     dataset: Optional[str] = None
     configuration: Optional[str] = None
@@ -51,15 +52,24 @@ class PredictConfig:
 
 
 class OnnxNetwork(nn.Module):
-    """A parameter-free module whose forward runs the exported network in its runtime (what nnU-Net's
-    predictor calls); `run` is `onnx_runtimes.load`'s function."""
+    """A module whose forward runs an exported network in its runtime (what nnU-Net's predictor calls).
 
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray]):
+    One function per exported fold (`onnx_runtimes.load`'s); the buffer `fold` picks the one that
+    runs. nnU-Net's predictor loads each fold's "weights" before its sliding window
+    (`load_state_dict`), so given `fold_states()` as its parameters it runs every fold in turn and
+    averages their logits, as it does for a trained model's folds.
+    """
+
+    def __init__(self, runs: list[Callable[[np.ndarray], np.ndarray]]):
         super().__init__()
-        self.run = run
+        self.runs = list(runs)
+        self.register_buffer("fold", torch.zeros((), dtype=torch.long))
+
+    def fold_states(self) -> list[dict]:
+        return [{"fold": torch.tensor(k)} for k in range(len(self.runs))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.run(x.detach().cpu().numpy()))
+        return torch.from_numpy(self.runs[int(self.fold)](x.detach().cpu().numpy()))
 
 
 def _read(folder: str, name: str) -> dict:
@@ -68,6 +78,16 @@ def _read(folder: str, name: str) -> dict:
         raise UsageError(f"--onnx {folder}: no {name} there; give a folder written by `nnunet-lightseg export`.")
     with open(path) as f:
         return json.load(f)
+
+
+def _same_model(export: dict, other: dict) -> bool:
+    """Whether two exports are folds of one trained model (same trainer, configuration, input,
+    mirroring, plans and dataset)."""
+    keys = ("trainer_name", "configuration", "inference_allowed_mirroring_axes")
+    first, second = export[METADATA_FILE], other[METADATA_FILE]
+    return (all(first[k] == second[k] for k in keys)
+            and all(first["input"][k] == second["input"][k] for k in ("channels", "patch_size"))
+            and export["plans.json"] == other["plans.json"] and export["dataset.json"] == other["dataset.json"])
 
 
 def _cases(folder: str, file_ending: str) -> list[tuple[str, list[str]]]:
@@ -93,18 +113,25 @@ def _predictor(config: PredictConfig):
     predictor = nnUNetPredictor(tile_step_size=config.tile_step_size, use_gaussian=True,
                                 use_mirroring=config.mirroring, perform_everything_on_device=False,
                                 device=torch.device("cpu"), verbose=False, allow_tqdm=False)
-    if config.runtime is not None and config.onnx is None:
+    if config.runtime is not None and not config.onnx:
         raise UsageError(f"--runtime {config.runtime} runs an ONNX export: give --onnx DIR too (a trained model "
                          f"runs in torch).")
-    if config.onnx is not None:
-        metadata = _read(config.onnx, METADATA_FILE)
-        plans_manager = PlansManager(_read(config.onnx, "plans.json"))
+    if config.onnx:
+        exports = [{name: _read(folder, name) for name in (METADATA_FILE, "plans.json", "dataset.json")}
+                   for folder in config.onnx]
+        first = exports[0]
+        metadata = first[METADATA_FILE]
+        for folder, export in zip(config.onnx[1:], exports[1:]):
+            if not _same_model(first, export):
+                raise UsageError(f"--onnx {folder}: not a fold of the model exported in {config.onnx[0]} (trainer, "
+                                 f"configuration, input, plans or dataset differ); give exports of one trained model.")
+        plans_manager = PlansManager(first["plans.json"])
         mirror_axes = metadata["inference_allowed_mirroring_axes"]
         tile = (1, metadata["input"]["channels"], *metadata["input"]["patch_size"])  # what the sliding window feeds
-        network = OnnxNetwork(load(os.path.join(config.onnx, MODEL_FILE), config.runtime or "onnxruntime",
-                                   config.threads, tile))
+        network = OnnxNetwork([load(os.path.join(folder, MODEL_FILE), config.runtime or "onnxruntime", config.threads,
+                                    tile) for folder in config.onnx])
         predictor.manual_initialization(network, plans_manager, plans_manager.get_configuration(metadata["configuration"]),
-                                        [{}], _read(config.onnx, "dataset.json"), metadata["trainer_name"],
+                                        network.fold_states(), first["dataset.json"], metadata["trainer_name"],
                                         tuple(mirror_axes) if mirror_axes is not None else None)
         return predictor
     missing = [flag for flag, value in (("-d", config.dataset), ("-c", config.configuration), ("-tr", config.trainer))

@@ -66,6 +66,8 @@ def test_predict_in_process_and_from_onnx_match_nnunetv2_predict(source, trained
     images, out = os.path.join(folder, "imagesTs"), str(tmp_path / "out")
     options = (["-d", DATASET, "-c", "3d_fullres", "-tr", TRAINER, "-f", "0"] if source == "torch" else
                ["--onnx", exported, "--runtime", source])
+    if source == "onnxruntime":  # the same fold twice: averaged as two folds, the same logits
+        options.insert(2, exported)
     log = run(["nnunet-lightseg", "predict", *options, "-i", images, "-o", out, "--save_probabilities"], env)
     cases = sorted(theirs)
     assert cases and [line.split()[1].rstrip(":") for line in log.splitlines() if line.startswith("[")] == cases
@@ -99,4 +101,35 @@ def test_a_runtime_without_an_export_or_not_installed_is_named_with_its_fix(monk
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(UsageError, match=r"openvino is not installed: pip install 'nnunet-lightseg\[openvino\]'"):
         load(str(tmp_path / "model.onnx"), "openvino")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_onnx_network_runs_each_exported_fold_as_the_predictor_loads_it():
+    import torch
+
+    from nnunet_lightseg.predict import OnnxNetwork
+
+    network = OnnxNetwork([lambda x: x * 0, lambda x: x * 0 + 2])
+    outputs = []
+    for state in network.fold_states():  # what nnUNetPredictor does per fold before its sliding window
+        network.load_state_dict(state)
+        outputs.append(float(network(torch.ones(1, 1, 2, 2, 2)).mean()))
+    assert outputs == [0.0, 2.0]
+
+
+def test_exports_of_different_models_are_refused_before_anything_is_written(tmp_path):
+    import json
+
+    from nnunet_lightseg.errors import UsageError
+    from nnunet_lightseg.predict import PredictConfig, predict
+
+    metadata = {"trainer_name": "T", "configuration": "3d_fullres", "inference_allowed_mirroring_axes": [0, 1, 2],
+                "input": {"channels": 1, "patch_size": [8, 8, 8]}}
+    for name, trainer in (("a", "T"), ("b", "OtherTrainer")):
+        (tmp_path / name).mkdir()
+        for file, content in (("export.json", {**metadata, "trainer_name": trainer}), ("plans.json", {}),
+                              ("dataset.json", {})):
+            (tmp_path / name / file).write_text(json.dumps(content))
+    with pytest.raises(UsageError, match=r"--onnx .*b: not a fold of the model exported in .*a \(trainer"):
+        predict(PredictConfig(str(tmp_path), str(tmp_path / "out"), onnx=(str(tmp_path / "a"), str(tmp_path / "b"))))
     assert not (tmp_path / "out").exists()

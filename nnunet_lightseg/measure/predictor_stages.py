@@ -17,9 +17,9 @@ each two ways, models and ways in turn, one at a time:
 - ours: `predict.predict` (`nnunet-lightseg predict`, one process), with its stages per case: load
   and preprocessing, sliding window (network, Gaussian weighting, mirroring, fold average),
   resampling and export; model loading is timed apart and spread over the cases in `seconds`;
-- with --onnx, in the one-fold settings: fold 0 exported by `nnunet-lightseg export` (not timed)
-  and predicted by `predict --onnx`, the same pipeline around the exported network, once in ONNX
-  Runtime and, where it is installed, once in OpenVINO (`--runtime openvino`).
+- with --onnx: each fold of the setting exported by `nnunet-lightseg export` (not timed) and
+  predicted by `predict --onnx` (the folds averaged), the same pipeline around the exported
+  networks, once in ONNX Runtime and, where it is installed, once in OpenVINO (`--runtime openvino`).
 
 Torch uses --threads in both ways, unless nnUNet_def_n_proc is set lower: nnU-Net's predictor caps
 torch's threads at it while the sliding window runs (so `nnUNet_def_n_proc=1`, which makes training
@@ -39,6 +39,7 @@ import os
 import shutil
 import statistics
 import time
+from functools import lru_cache
 
 import torch
 
@@ -111,11 +112,12 @@ def ours(config) -> dict:
     return {"seconds": total / len(records), "load_model_s": total - sum(r["seconds"] for r in records), **stages}
 
 
+@lru_cache(maxsize=None)
 def exported(dataset: str, trainer_name: str, configuration: str, fold: str, work: str) -> str:
-    """The folder `nnunet-lightseg export` writes for this fold (not timed)."""
+    """The folder `nnunet-lightseg export` writes for this fold (not timed; once per run)."""
     from nnunet_lightseg.onnx_export import ExportConfig, export_fold
 
-    folder = os.path.join(work, "onnx", trainer_name)
+    folder = os.path.join(work, "onnx", trainer_name, f"fold_{fold}")
     export_fold(ExportConfig(dataset, configuration, trainer_name, fold, folder, force=True))
     return folder
 
@@ -170,7 +172,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="the JSON file to write")
     parser.add_argument("--onnx", action="store_true",
                         help="also predict through ONNX Runtime and, where installed, OpenVINO (`nnunet-lightseg "
-                             "export` of fold 0, then `predict --onnx`) in the one-fold settings")
+                             "export` of each fold of the setting, then `predict --onnx`)")
     args = parser.parse_args(argv)
     from nnunet_lightseg.predict import PredictConfig
 
@@ -192,11 +194,12 @@ def main(argv=None) -> None:
                    **ours(PredictConfig(output=os.path.join(out, "ours"), dataset=dataset,
                                         configuration=args.configuration, trainer=trainer_name,
                                         folds=setting["folds"], **common))}
-            if args.onnx and len(setting["folds"]) == 1:  # an export holds one fold
-                export = exported(dataset, trainer_name, args.configuration, setting["folds"][0], args.work)
+            if args.onnx:
+                exports = tuple(exported(dataset, trainer_name, args.configuration, fold, args.work)
+                                for fold in setting["folds"])
                 for runtime in RUNTIMES:
                     if importlib.util.find_spec(runtime) is not None:
-                        result = ours(PredictConfig(output=os.path.join(out, runtime), onnx=export, runtime=runtime,
+                        result = ours(PredictConfig(output=os.path.join(out, runtime), onnx=exports, runtime=runtime,
                                                     **common))
                         row.update({f"{runtime}_s": result["seconds"], f"{runtime}_network_s": result["network_s"]})
             rows.append(row)
