@@ -7,6 +7,7 @@ faster one for the depthwise-heavy networks on a CPU (docs/deployment.md, per pa
 """
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, Callable, Optional
 
 from nnunet_lightseg.errors import UsageError
@@ -87,6 +88,11 @@ def load(path: str, runtime: str = "onnxruntime", threads: Optional[int] = None,
         raise UsageError(f"--runtime {runtime}: not one of {', '.join(RUNTIMES)}.")
     onnx_session = session(path, threads)
     return lambda x: onnx_session.run(None, {INPUT: x})[0]
+
+
+def installed(runtime: str) -> bool:
+    """Whether `runtime` (one of RUNTIMES) can be imported here, without importing it."""
+    return importlib.util.find_spec(runtime) is not None
 
 
 def version(runtime: str) -> str:

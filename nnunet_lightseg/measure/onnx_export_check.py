@@ -18,7 +18,6 @@ too, in its own block after those, with its parity figure.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import tempfile
@@ -31,7 +30,7 @@ from nnunet_lightseg.measure import markdown_table
 from nnunet_lightseg.measure.inference_steps import HIPPOCAMPUS, nnunet_default
 from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
 from nnunet_lightseg.onnx_export import export_network, probability_difference
-from nnunet_lightseg.onnx_runtimes import INPUT, OpenVinoModel, session
+from nnunet_lightseg.onnx_runtimes import INPUT, OpenVinoModel, installed, session
 from nnunet_lightseg.timing import timed_runs
 
 PATCH, STEPS = tuple(HIPPOCAMPUS["patch_size"]), [(2, 2, 2)] * 3
@@ -47,7 +46,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), patch {PATCH}, median of {args.repeats}\n")
-    openvino = _openvino_installed()
+    openvino = installed("openvino")
     print("\n".join(markdown_table(["model", "axes", "max probability difference at the patch",
                                     "export and checks, s", "torch ms", "ONNX Runtime ms"]
                                    + (["OpenVINO ms", "OpenVINO max probability difference"] if openvino else []), [])))
@@ -80,9 +79,6 @@ def main(argv=None) -> None:
                   f"{statistics.median(times['torch']) * 1e3:.1f} | {statistics.median(times['onnx']) * 1e3:.1f} |"
                   + extra, flush=True)
 
-
-def _openvino_installed() -> bool:
-    return importlib.util.find_spec("openvino") is not None
 
 
 if __name__ == "__main__":

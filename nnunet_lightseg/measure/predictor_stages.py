@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import importlib.util
 import json
 import os
 import shutil
@@ -45,7 +44,7 @@ import torch
 
 from nnunet_lightseg.measure import markdown_table
 from nnunet_lightseg.nnunet_env import DEFAULT_TRAINERS, RESULTS
-from nnunet_lightseg.onnx_runtimes import RUNTIMES
+from nnunet_lightseg.onnx_runtimes import RUNTIMES, installed
 
 SETTINGS = {"defaults": {"folds": ("0", "1", "2", "3", "4"), "mirroring": True, "tile_step_size": 0.5},
             "fast": {"folds": ("0",), "mirroring": False, "tile_step_size": 0.75}}
@@ -198,7 +197,7 @@ def main(argv=None) -> None:
                 exports = tuple(exported(dataset, trainer_name, args.configuration, fold, args.work)
                                 for fold in setting["folds"])
                 for runtime in RUNTIMES:
-                    if importlib.util.find_spec(runtime) is not None:
+                    if installed(runtime):
                         result = ours(PredictConfig(output=os.path.join(out, runtime), onnx=exports, runtime=runtime,
                                                     **common))
                         row.update({f"{runtime}_s": result["seconds"], f"{runtime}_network_s": result["network_s"]})
