@@ -1,12 +1,15 @@
-"""Device-run experiments for issue 11 (not part of the package).
+"""Experiment trainers for issue 11 (not part of the package), for an nnUNet_extTrainer folder.
 
 LMS<variant>_seed<S>: LightMedSeg with another normalised-conv gain and/or the plan's missing step at
-the stem (full-resolution stem); FP32_<trainer>: the trainer without autocast and GradScaler."""
+the stem (full-resolution stem, the default since 2026-12-01); DALHe_seed<S>: DALight-3D with nnU-Net's
+InitWeights_He(1e-2) instead of PyTorch's defaults; FP32_<trainer>: the trainer without autocast and
+GradScaler."""
 import contextlib
 import os
 
 import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as _nnunet_trainer_module
 import torch
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 
 import nnunet_lightseg.architectures.lightmedseg as _network
 import nnunet_lightseg.trainers as _trainers
@@ -24,9 +27,20 @@ def _lms_variant(name, base, gain=None, stride_one_at=None):
         if gain is not None:
             _network.NORMALISED_CONV_INIT_GAIN = gain
         if stride_one_at is not None:
-            _zoo.STRIDE_ONE_AFTER_STEM = stride_one_at
+            _zoo.STRIDE_ONE_FROM_STEM = stride_one_at
         return super(made, cls).build_network_architecture(plans_manager, configuration_manager, num_input_channels,
                                                            num_output_channels, enable_deep_supervision)
+    made = type(name, (base,), {"build_network_architecture": classmethod(build), "__module__": __name__})
+    return made
+
+
+def _he(name, base):
+    def build(cls, plans_manager, configuration_manager, num_input_channels, num_output_channels,
+              enable_deep_supervision=True):
+        network = super(made, cls).build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                              num_output_channels, enable_deep_supervision)
+        network.apply(InitWeights_He(1e-2))
+        return network
     made = type(name, (base,), {"build_network_architecture": classmethod(build), "__module__": __name__})
     return made
 
@@ -44,6 +58,8 @@ def __getattr__(name):
         return _made[name]
     if name.startswith("FP32_"):
         _made[name] = _fp32(name, getattr(_trainers, name[5:]))
+    elif name.startswith("DALHe_seed"):
+        _made[name] = _he(name, getattr(_trainers, f"nnUNetTrainerDALight3D{_SCHED}_seed{name.split('_seed')[1]}"))
     elif name.split("_seed")[0] in _LMS:
         variant, seed = name.split("_seed")
         _made[name] = _lms_variant(name, getattr(_trainers, f"nnUNetTrainerLightMedSeg{_SCHED}_seed{seed}"), **_LMS[variant])
