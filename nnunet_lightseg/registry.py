@@ -183,7 +183,7 @@ def fit_strides(plan: Plan, num_stages: int, stride_one_at: Optional[int] = None
     Takes the plan's steps in order; a plan with fewer steps runs the remaining stages at stride 1
     (they still compute, at the resolution where they sit): after the plan's steps, at the coarsest
     resolution the plan allows, or from stage index `stride_one_at` on when a network names one
-    (LightMedSeg: from the stem on, docs/architectures/lightmedseg.md). A plan with more steps
+    (LightMedSeg: right after the stem, docs/architectures/lightmedseg.md). A plan with more steps
     than the network has stages keeps the first `num_stages`. The paper's own configuration (no
     steps) is 2x on every axis at every stage.
     """

@@ -30,9 +30,9 @@ def count(module):
 
 
 def test_output_strides_follow_the_plan():
-    """Three plan steps for four: the stem takes the stride-1 step, nnU-Net's own ladder (issue 11)."""
-    assert build(steps=ANISO).output_strides == [(1, 1, 1), (1, 1, 1), (1, 2, 2), (2, 4, 4)]
-    assert build(steps=HIPPOCAMPUS).output_strides == [(1, 1, 1), (1, 1, 1), (2, 2, 2), (4, 4, 4)]
+    """Three plan steps for four: the stride-1 step comes right after the stem (issue 11)."""
+    assert build(steps=ANISO).output_strides == [(1, 1, 1), (1, 2, 2), (1, 2, 2), (2, 4, 4)]
+    assert build(steps=HIPPOCAMPUS).output_strides == [(1, 1, 1), (2, 2, 2), (2, 2, 2), (4, 4, 4)]
     assert build(steps=HIPPOCAMPUS + [(2, 2, 2)]).output_strides == [(1, 1, 1), (2, 2, 2), (4, 4, 4), (8, 8, 8)]
 
 

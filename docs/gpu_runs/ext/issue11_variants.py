@@ -1,7 +1,7 @@
 """Experiment trainers for issue 11 (not part of the package), for an nnUNet_extTrainer folder.
 
 LMS<variant>_seed<S>: LightMedSeg with another normalised-conv gain and/or the plan's missing step at
-the stem (full-resolution stem, the default since 2026-12-01); DALHe_seed<S>: DALight-3D with nnU-Net's
+the stem (full-resolution stem); DALHe_seed<S>: DALight-3D with nnU-Net's
 InitWeights_He(1e-2) instead of PyTorch's defaults; FP32_<trainer>: the trainer without autocast and
 GradScaler."""
 import contextlib
@@ -27,7 +27,7 @@ def _lms_variant(name, base, gain=None, stride_one_at=None):
         if gain is not None:
             _network.NORMALISED_CONV_INIT_GAIN = gain
         if stride_one_at is not None:
-            _zoo.STRIDE_ONE_FROM_STEM = stride_one_at
+            _zoo.STRIDE_ONE_AFTER_STEM = stride_one_at
         return super(made, cls).build_network_architecture(plans_manager, configuration_manager, num_input_channels,
                                                            num_output_channels, enable_deep_supervision)
     made = type(name, (base,), {"build_network_architecture": classmethod(build), "__module__": __name__})
