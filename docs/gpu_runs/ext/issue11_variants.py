@@ -4,7 +4,6 @@ LMS<variant>_seed<S>: LightMedSeg with another normalised-conv gain and/or the p
 the stem (full-resolution stem); DALHe_seed<S>: DALight-3D with nnU-Net's
 InitWeights_He(1e-2) instead of PyTorch's defaults; FP32_<trainer>: the trainer without autocast and
 GradScaler."""
-import contextlib
 import os
 
 import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as _nnunet_trainer_module
@@ -21,28 +20,28 @@ _LMS = {"LMSgain003": dict(gain=0.03), "LMSfullstem": dict(stride_one_at=0),
 _made = {}
 
 
+def _rebuilding(name, base, before=lambda: None, after=lambda network: None):
+    """`base` whose build_network_architecture calls `before()` first and `after(network)` on its result."""
+    def build(cls, *args, **kwargs):
+        before()
+        network = super(made, cls).build_network_architecture(*args, **kwargs)
+        after(network)
+        return network
+    made = type(name, (base,), {"build_network_architecture": classmethod(build), "__module__": __name__})
+    return made
+
+
 def _lms_variant(name, base, gain=None, stride_one_at=None):
-    def build(cls, plans_manager, configuration_manager, num_input_channels, num_output_channels,
-              enable_deep_supervision=True):
+    def before():
         if gain is not None:
             _network.NORMALISED_CONV_INIT_GAIN = gain
         if stride_one_at is not None:
             _zoo.STRIDE_ONE_AFTER_STEM = stride_one_at
-        return super(made, cls).build_network_architecture(plans_manager, configuration_manager, num_input_channels,
-                                                           num_output_channels, enable_deep_supervision)
-    made = type(name, (base,), {"build_network_architecture": classmethod(build), "__module__": __name__})
-    return made
+    return _rebuilding(name, base, before=before)
 
 
 def _he(name, base):
-    def build(cls, plans_manager, configuration_manager, num_input_channels, num_output_channels,
-              enable_deep_supervision=True):
-        network = super(made, cls).build_network_architecture(plans_manager, configuration_manager, num_input_channels,
-                                                              num_output_channels, enable_deep_supervision)
-        network.apply(InitWeights_He(1e-2))
-        return network
-    made = type(name, (base,), {"build_network_architecture": classmethod(build), "__module__": __name__})
-    return made
+    return _rebuilding(name, base, after=lambda network: network.apply(InitWeights_He(1e-2)))
 
 
 def _fp32(name, base):
