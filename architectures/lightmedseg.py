@@ -72,7 +72,7 @@ def _se(channels: int) -> SqueezeExcitation:
     return SqueezeExcitation(channels, hidden_channels=max(4, channels // 8), activation=nn.SiLU)
 
 
-def _resample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+def resample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Trilinear resampling to `size` (Sec. 3.4 and 3.5); a no-op when the size already matches."""
     if tuple(x.shape[2:]) == tuple(size):
         return x
@@ -159,7 +159,7 @@ class EncoderStage(nn.Module):
         if self.film is not None:
             gamma, beta = self.film(anchors.flatten(1))[:, :, None, None, None].chunk(2, dim=1)
             features = (1 + gamma) * features + beta
-        gate = 0.5 if texture is None else _resample(texture, features.shape[2:])
+        gate = 0.5 if texture is None else resample(texture, features.shape[2:])
         features = gate * self.detail(features) + (1 - gate) * self.smooth(features)
         return self.se(features)
 
@@ -185,7 +185,7 @@ class SkipRouter(nn.Module):
         projected = [project(skip) for project, skip in zip(self.project, skips)]
         routed = []
         for out, size in zip(self.out, sizes):
-            aligned = [_resample(p, size) for p in projected]
+            aligned = [resample(p, size) for p in projected]
             weights = torch.softmax(self.controller(torch.cat(aligned, dim=1)), dim=1)
             fused = sum(weights[:, i:i + 1] * a for i, a in enumerate(aligned))
             routed.append(out(fused))
@@ -200,14 +200,18 @@ class AlignedSkip(nn.Module):
         self.project = nn.Conv3d(in_channels, out_channels, 1)
 
     def forward(self, skip: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        return _resample(self.project(skip), size)
+        return resample(self.project(skip), size)
+
+
+def position_grid(size: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """The anchor-free part of Eq. 14: d/D + h/H + w/W, shape D x H x W (device and dtype of `like`)."""
+    d, h, w = (torch.arange(n, device=like.device, dtype=like.dtype) / n for n in size)
+    return d.view(-1, 1, 1) + h.view(1, -1, 1) + w.view(1, 1, -1)
 
 
 def anchor_offsets(anchors: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Eq. 14 for every anchor: P_k[d,h,w] = (d/D - s_kd) + (h/H - s_kh) + (w/W - s_kw), shape B x K x D x H x W."""
-    d, h, w = (torch.arange(n, device=anchors.device, dtype=anchors.dtype) / n for n in size)
-    grid = d.view(-1, 1, 1) + h.view(1, -1, 1) + w.view(1, 1, -1)
-    return grid[None, None] - anchors.sum(dim=-1)[:, :, None, None, None]
+    return position_grid(size, anchors)[None, None] - anchors.sum(dim=-1)[:, :, None, None, None]
 
 
 class DecoderStage(nn.Module):

@@ -15,9 +15,10 @@ and the validation of `nnUNetv2_train` use it with no extra step. The networks t
   which also keeps grouped and depthwise convs off torch's generic `slow_conv3d` path;
 - a 1x1 conv as a matrix product over the channels-last view; a 1x1 depthwise conv as a
   per-channel scale and shift;
-- weights and activations channels-last, where the oneDNN kernels avoid layout copies;
+- weights and activations channels-last, where the oneDNN kernels avoid layout copies (a
+  one-channel input given channels-last strides explicitly, see `_to_memory_format`);
 - the per-block rules of `BLOCK_RULES` (UltraLightUNet's MKIR: its channel shuffle folded into the
-  projection's weights).
+  projection's weights; LightMedSeg's skip router and decoder stage: linear maps precomposed).
 
 Nothing is added to the network's module tree: `state_dict`, parameters and checkpoints are
 unchanged. The dispatch is the network's own `forward` (an instance attribute), so hooks on the
@@ -46,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunet_lightseg.architectures.dalight3d import DALight3D
-from nnunet_lightseg.architectures.lightmedseg import LightMedSeg
+from nnunet_lightseg.architectures.lightmedseg import DecoderStage, LightMedSeg, SkipRouter, position_grid, resample
 from nnunet_lightseg.architectures.ultralightunet import MKIR, UltraLightUNet, channel_shuffle
 from nnunet_lightseg.architectures.veloxseg import VeloxSeg
 from nnunet_lightseg.memory_layout import channels_last_weights
@@ -312,8 +313,81 @@ class InferenceMKIR(nn.Module):
         return self.project.add_to(mixed, self.shortcut(x))
 
 
+class InferenceSkipRouter(nn.Module):
+    """LightMedSeg's skip router (Sec. 3.5, Eq. 11-13) as the copy runs it, built from a SkipRouter
+    whose convs are already `FastConv`s.
+
+    The same function without the 64-channel projections: trilinear resampling is linear with
+    weights that sum to 1, so it commutes with a 1x1 conv (resample(P e + b) = P resample(e) + b),
+    and the controller's first layer and each level's output conv are linear too. So each encoder
+    map e_i is resampled as it is (8-64 channels, not 64) and multiplied by precomposed matrices:
+    the controller's hidden layer is sum_i (W1_i P_i) r_i + (c1 + sum_i W1_i b_i), and since the
+    softmax weights w_i sum to 1, a level's output is sum_i w_i (Wo P_i r_i + Wo b_i) + bo.
+    """
+
+    def __init__(self, router: SkipRouter):
+        super().__init__()
+        hidden, logits = router.controller[0], router.controller[2]
+        first = hidden.weight.split([p.weight.shape[0] for p in router.project], dim=1)  # W1_i
+        self.hidden_weights = [w @ p.weight for w, p in zip(first, router.project)]
+        self.hidden_bias = hidden.bias + sum(w @ p.bias for w, p in zip(first, router.project))
+        self.hidden_activation = hidden.activation  # SiLU, kept apart by FastConv's matrix-product form
+        self.logits_weight, self.logits_bias = logits.weight, logits.bias
+        self.level_weights = [[out.weight @ p.weight for p in router.project] for out in router.out]
+        self.level_biases = [[out.weight @ p.bias for p in router.project] for out in router.out]
+        self.out_biases = [out.bias for out in router.out]
+
+    def forward(self, skips, sizes) -> list[torch.Tensor]:
+        routed = []
+        for weights, biases, out_bias, size in zip(self.level_weights, self.level_biases, self.out_biases, sizes):
+            aligned = [_rows(resample(skip, size)) for skip in skips]
+            hidden = self.hidden_bias.expand(aligned[0].shape[0], -1).clone()
+            for rows, weight in zip(aligned, self.hidden_weights):
+                hidden.addmm_(rows, weight.t())
+            mix = torch.softmax(F.linear(self.hidden_activation(hidden), self.logits_weight, self.logits_bias), dim=1)
+            fused = out_bias.expand(hidden.shape[0], -1).clone()
+            for i, (rows, weight, bias) in enumerate(zip(aligned, weights, biases)):
+                fused.add_(mix[:, i:i + 1] * torch.addmm(bias, rows, weight.t()))
+            routed.append(_from_rows(fused, (skips[0].shape[0], fused.shape[1], *size)))
+        return routed
+
+
+class InferenceDecoderStage(nn.Module):
+    """LightMedSeg's decoder stage (Sec. 3.6, Eq. 14-21) as the copy runs it, built from a
+    DecoderStage whose convs are already `FastConv`s.
+
+    The same function in fewer passes over full-resolution memory: the position bias (Eq. 15, a
+    1x1 conv of the K offset maps grid - s_k) is linear in the one-channel grid, u * grid + v with
+    u = sum_k W_k and v = b - W s (s_k the anchors' summed coordinates), added in place; the three
+    branches' gated sum (Eq. 18) accumulates in place.
+    """
+
+    def __init__(self, stage: DecoderStage):
+        super().__init__()
+        self.up, self.fuse, self.gate, self.branches, self.se = stage.up, stage.fuse, stage.gate, stage.branches, stage.se
+        self.ghost_branch_on_concat = stage.ghost_branch_on_concat
+        self.position = stage.position
+        if self.position is not None:
+            self.grid_scale = self.position.weight.sum(dim=1)  # u (C)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, anchors) -> torch.Tensor:
+        up = self.up(x)
+        if self.position is not None:
+            shift = F.linear(-anchors.sum(dim=-1), self.position.weight, self.position.bias)  # v (B x C)
+            grid = position_grid(up.shape[2:], up)[None, None]
+            up.add_(shift[:, :, None, None, None]).addcmul_(self.grid_scale[None, :, None, None, None], grid)
+        concat = torch.cat([up, skip], dim=1)
+        fused = self.fuse(concat)
+        weights = torch.softmax(self.gate(fused), dim=1)
+        inputs = (fused, concat if self.ghost_branch_on_concat else fused, fused)
+        gated = self.branches[0](inputs[0]).mul_(weights[:, :1])
+        for p in (1, 2):
+            gated.addcmul_(weights[:, p:p + 1], self.branches[p](inputs[p]))
+        return self.se(gated)
+
+
 # Block type -> its inference form, applied to the copy after `rewrite_convs` (the forms build on FastConv).
-BLOCK_RULES = {MKIR: InferenceMKIR}
+BLOCK_RULES = {MKIR: InferenceMKIR, SkipRouter: InferenceSkipRouter, DecoderStage: InferenceDecoderStage}
 
 
 def apply_block_rules(module: nn.Module) -> None:
@@ -328,6 +402,11 @@ def apply_block_rules(module: nn.Module) -> None:
 
 def _to_memory_format(value, memory_format):
     if torch.is_tensor(value) and value.ndim == {torch.channels_last: 4, torch.channels_last_3d: 5}[memory_format]:
+        if value.shape[1] == 1:
+            # One channel is contiguous in both layouts, and oneDNN reads its default strides as
+            # channels-first, so the first conv's output (and everything after it) would be too:
+            # give it channels-last strides explicitly.
+            return torch.empty_like(value, memory_format=memory_format).copy_(value)
         return value.contiguous(memory_format=memory_format)
     return value
 

@@ -16,15 +16,23 @@ MODELS = [("UltraLightUNet", 2, (1, 2, 32, 40)), ("UltraLightUNet", 3, (1, 2, 16
           ("DALight3D", 3, (1, 2, 16, 24, 16)),
           # UltraLightUNet's ablations with other blocks: IRB (no shuffle), CMFA in the encoder, AG
           ("UltraLightUNet_IRB", 3, (1, 2, 16, 24, 16)), ("UltraLightUNet_EncoderMKIRA", 3, (1, 2, 16, 24, 16)),
-          ("UltraLightUNet_AG", 2, (1, 2, 32, 40))]
+          ("UltraLightUNet_AG", 2, (1, 2, 32, 40)),
+          # one input channel (Hippocampus): contiguous in both layouts
+          ("LightMedSeg", 3, (1, 1, 16, 24, 16))]
+IDS = [f"{m}-{d}d-{shape[1]}ch" for m, d, shape in MODELS]
 
 
 def build(name: str, dim: int, shape, seed: int = 0) -> torch.nn.Module:
-    """The network with random weights and random batch-norm statistics, engine enabled, in eval mode."""
+    """The network with random weights, biases and batch-norm statistics, engine enabled, in eval mode.
+
+    Random biases, not the zeros of He initialisation, so that rules which move biases (the block
+    rules' precomposed weights) are checked too."""
     torch.manual_seed(seed)
     network = registry.get(name).create(registry.Plan(shape[1], 3, shape[2:], [(2,) * dim] * 3))
     with torch.no_grad():
         for module in network.modules():
+            if isinstance(module, (torch.nn.modules.conv._ConvNd, torch.nn.Linear)) and module.bias is not None:
+                module.bias.uniform_(-0.5, 0.5)
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
@@ -38,7 +46,7 @@ def assert_close(fast: torch.Tensor, plain: torch.Tensor) -> None:
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
 
 
-@pytest.mark.parametrize("name,dim,shape", MODELS, ids=[f"{m}-{d}d" for m, d, _ in MODELS])
+@pytest.mark.parametrize("name,dim,shape", MODELS, ids=IDS)
 def test_copy_matches_plain_graph_and_leaves_the_checkpoint_alone(name, dim, shape):
     network = build(name, dim, shape)
     plain_network = registry.get(name).create(registry.Plan(shape[1], 3, shape[2:], [(2,) * dim] * 3))
@@ -55,12 +63,27 @@ def test_copy_matches_plain_graph_and_leaves_the_checkpoint_alone(name, dim, sha
     assert all(torch.equal(after[k], v) for k, v in state.items())
 
 
-@pytest.mark.parametrize("name,dim,shape", MODELS, ids=[f"{m}-{d}d" for m, d, _ in MODELS])
+@pytest.mark.parametrize("name,dim,shape", MODELS, ids=IDS)
 def test_every_conv_and_transposed_conv_of_the_copy_leaves_torchs_generic_kernels(name, dim, shape):
     # torch runs LightMedSeg's strided 3^3 transposed convs on slow_conv_transpose3d, about twice
     # oneDNN's time; every conv of the copy is a FastConv or a FastConvTranspose
     fast = cpu_inference.build_inference_copy(build(name, dim, shape), len(shape))
     assert not [m for m in fast.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+
+
+def test_a_one_channel_input_runs_channels_last_from_the_first_conv():
+    """A one-channel batch is contiguous in both layouts and oneDNN reads its default strides as
+    channels-first; the copy's input conversion gives it channels-last strides, so that no conv of
+    the copy falls back to channels-first (and every later block with it)."""
+    fast = cpu_inference.build_inference_copy(build("LightMedSeg", 3, MODELS[-1][2]), 5)
+    layouts = []
+    for module in fast.modules():
+        if isinstance(module, (cpu_inference.FastConv, cpu_inference.FastConvTranspose)):
+            module.register_forward_hook(lambda m, args, out: layouts.append(
+                out.is_contiguous(memory_format=torch.channels_last_3d) and out.stride(1) == 1))
+    with torch.inference_mode():
+        cpu_inference.run_inference_copy(fast, torch.randn(MODELS[-1][2]))
+    assert layouts and all(layouts)
 
 
 def test_only_in_eval_mode_without_gradients():
