@@ -16,7 +16,7 @@ and the validation of `nnUNetv2_train` use it with no extra step. The networks t
 - a 1x1 conv as a matrix product over the channels-last view; a 1x1 depthwise conv as a
   per-channel scale and shift;
 - weights and activations channels-last, where the oneDNN kernels avoid layout copies (a
-  one-channel input given channels-last strides explicitly, see `_to_memory_format`);
+  one-channel input given channels-last strides explicitly, see `memory_layout.to_channels_last`);
 - the per-block rules of `BLOCK_RULES` (UltraLightUNet's MKIR: its channel shuffle folded into the
   projection's weights; LightMedSeg's skip router and decoder stage: linear maps precomposed).
 
@@ -50,7 +50,7 @@ from nnunet_lightseg.architectures.dalight3d import DALight3D
 from nnunet_lightseg.architectures.lightmedseg import DecoderStage, LightMedSeg, SkipRouter, position_grid, resample
 from nnunet_lightseg.architectures.ultralightunet import MKIR, UltraLightUNet, channel_shuffle
 from nnunet_lightseg.architectures.veloxseg import VeloxSeg
-from nnunet_lightseg.memory_layout import channels_last_weights
+from nnunet_lightseg.memory_layout import channels_last_weights, to_channels_last
 
 ENVIRONMENT_VARIABLE = "NNUNET_LIGHTSEG_FAST_INFERENCE"
 # The networks the engine serves: those whose copies tests/test_cpu_inference.py checks against
@@ -347,7 +347,7 @@ class InferenceSkipRouter(nn.Module):
             mix = torch.softmax(F.linear(self.hidden_activation(hidden), self.logits_weight, self.logits_bias), dim=1)
             fused = out_bias.expand(hidden.shape[0], -1).clone()
             for i, (rows, weight, bias) in enumerate(zip(aligned, weights, biases)):
-                fused.add_(mix[:, i:i + 1] * torch.addmm(bias, rows, weight.t()))
+                fused.addcmul_(mix[:, i:i + 1], torch.addmm(bias, rows, weight.t()))
             routed.append(_from_rows(fused, (skips[0].shape[0], fused.shape[1], *size)))
         return routed
 
@@ -402,12 +402,7 @@ def apply_block_rules(module: nn.Module) -> None:
 
 def _to_memory_format(value, memory_format):
     if torch.is_tensor(value) and value.ndim == {torch.channels_last: 4, torch.channels_last_3d: 5}[memory_format]:
-        if value.shape[1] == 1:
-            # One channel is contiguous in both layouts, and oneDNN reads its default strides as
-            # channels-first, so the first conv's output (and everything after it) would be too:
-            # give it channels-last strides explicitly.
-            return torch.empty_like(value, memory_format=memory_format).copy_(value)
-        return value.contiguous(memory_format=memory_format)
+        return to_channels_last(value, memory_format)
     return value
 
 
