@@ -17,11 +17,11 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
 from nnunet_lightseg.architectures.blocks.ghost import GhostConv
 from nnunet_lightseg.architectures.blocks.squeeze_excitation import SqueezeExcitation
+from nnunet_lightseg.architectures.initialisation import convs_before_group_norm, he_with_small_normalised_convs
 from nnunet_lightseg.architectures.shapes import crop_to, cumulative_strides, pad_to_multiple, scaled_size
 
 STEM_CHANNELS = 8  # C0
@@ -32,7 +32,6 @@ ANCHOR_HIDDEN = 128  # Sec. 3.2
 GN_GROUPS = 4
 DECODER_BRANCHES = 3  # P in Eq. 17
 MODULATION_INIT_STD = 1e-2  # FiLM and position-bias projections start near the identity (LightMedSeg.initialise)
-NORMALISED_CONV_INIT_GAIN = 0.1  # convs a GroupNorm follows start at this x He (LightMedSeg.initialise)
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -77,15 +76,6 @@ def resample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if tuple(x.shape[2:]) == tuple(size):
         return x
     return F.interpolate(x, size=tuple(size), mode="trilinear", align_corners=False)
-
-
-def _convs_before_group_norm(network: nn.Module):
-    """The convs (GhostConv's two included) of every (conv, GroupNorm) pair inside an nn.Sequential."""
-    for sequence in network.modules():
-        if isinstance(sequence, nn.Sequential):
-            for layer, following in zip(sequence, list(sequence)[1:]):
-                if isinstance(following, nn.GroupNorm):
-                    yield from (m for m in layer.modules() if isinstance(m, nn.Conv3d))
 
 
 class AnchorDetector(nn.Module):
@@ -316,21 +306,16 @@ class LightMedSeg(nn.Module):
 
         Departure too: the convs whose output a GroupNorm normalises (stem, anchor detector, LSPM's
         smoothing and gating head, the encoders' detail path, the decoders' three branches; biases
-        0) start at NORMALISED_CONV_INIT_GAIN x He. The network computes the same function at any
-        scale of these weights, but an SGD step moves a weight by |grad| / |w| relative to its size,
-        and |grad| of a normalised conv falls as 1 / |w|: at He scale those relative steps were 1e-4
-        to 5e-4 in the deep path and the network stayed at all-background for 350 steps on
-        Hippocampus; 0.1 x He gives them 100 times more (docs/architectures/lightmedseg.md).
+        0) start at 0.1 x He (`initialisation.he_with_small_normalised_convs`, which says why): at He
+        scale SGD's relative steps on them were 1e-4 to 5e-4 in the deep path and the network stayed
+        at all-background for 350 steps on Hippocampus (docs/architectures/lightmedseg.md).
         """
-        self.apply(InitWeights_He(1e-2))
+        he_with_small_normalised_convs(self, convs_before_group_norm(self))
         modulations = [stage.film for stage in self.encoder] + [stage.position for stage in self.decoder]
         for layer in filter(None, modulations):
             nn.init.normal_(layer.weight, std=MODULATION_INIT_STD)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-        with torch.no_grad():
-            for conv in _convs_before_group_norm(self):
-                conv.weight.mul_(NORMALISED_CONV_INIT_GAIN)
 
     @property
     def output_strides(self) -> list[tuple[int, ...]]:
