@@ -2,7 +2,8 @@
 
 LMS<variant>_seed<S>: LightMedSeg with another normalised-conv gain and/or the plan's missing step at
 the stem (full-resolution stem); DALHe_seed<S>: DALight-3D with nnU-Net's
-InitWeights_He(1e-2) instead of PyTorch's defaults; FP32_<trainer>: the trainer without autocast and
+InitWeights_He(1e-2) instead of PyTorch's defaults; DALHeGain_seed<S>: the same, then every conv whose
+output a GroupNorm or ICN normalises at 0.1 x (LightMedSeg's NORMALISED_CONV_INIT_GAIN rule); FP32_<trainer>: the trainer without autocast and
 GradScaler."""
 import os
 
@@ -10,7 +11,8 @@ import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as _nnunet_trainer_module
 import torch
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 
-import nnunet_lightseg.architectures.lightmedseg as _network
+import nnunet_lightseg.architectures.initialisation as _initialisation
+from nnunet_lightseg.architectures.dalight3d import DALightBlock
 import nnunet_lightseg.trainers as _trainers
 import nnunet_lightseg.zoo.lightmedseg as _zoo
 
@@ -22,9 +24,12 @@ _made = {}
 
 def _rebuilding(name, base, before=lambda: None, after=lambda network: None):
     """`base` whose build_network_architecture calls `before()` first and `after(network)` on its result."""
-    def build(cls, *args, **kwargs):
+    def build(cls, plans_manager, configuration_manager, num_input_channels, num_output_channels,
+              enable_deep_supervision=True):  # named so that nnU-Net picks its new calling convention
         before()
-        network = super(made, cls).build_network_architecture(*args, **kwargs)
+        network = super(made, cls).build_network_architecture(plans_manager, configuration_manager,
+                                                              num_input_channels, num_output_channels,
+                                                              enable_deep_supervision)
         after(network)
         return network
     made = type(name, (base,), {"build_network_architecture": classmethod(build), "__module__": __name__})
@@ -34,7 +39,7 @@ def _rebuilding(name, base, before=lambda: None, after=lambda network: None):
 def _lms_variant(name, base, gain=None, stride_one_at=None):
     def before():
         if gain is not None:
-            _network.NORMALISED_CONV_INIT_GAIN = gain
+            _initialisation.NORMALISED_CONV_INIT_GAIN = gain
         if stride_one_at is not None:
             _zoo.STRIDE_ONE_AFTER_STEM = stride_one_at
     return _rebuilding(name, base, before=before)
@@ -42,6 +47,27 @@ def _lms_variant(name, base, gain=None, stride_one_at=None):
 
 def _he(name, base):
     return _rebuilding(name, base, after=lambda network: network.apply(InitWeights_He(1e-2)))
+
+
+def _dalight_normalised_convs(network):
+    """The convs of DALight-3D whose output a GroupNorm or ICN normalises (separable convs: both)."""
+    for module in network.modules():
+        if isinstance(module, torch.nn.Sequential):
+            for layer, following in zip(module, list(module)[1:]):
+                if isinstance(following, torch.nn.GroupNorm):
+                    yield from (m for m in layer.modules() if isinstance(m, torch.nn.Conv3d))
+        if isinstance(module, DALightBlock):
+            for conv in (module.conv1, module.conv2):
+                yield from (m for m in conv.modules() if isinstance(m, torch.nn.Conv3d))
+
+
+def _he_gain(name, base, gain=0.1):
+    def after(network):
+        network.apply(InitWeights_He(1e-2))
+        with torch.no_grad():
+            for conv in _dalight_normalised_convs(network):
+                conv.weight.mul_(gain)
+    return _rebuilding(name, base, after=after)
 
 
 def _fp32(name, base):
@@ -57,6 +83,8 @@ def __getattr__(name):
         return _made[name]
     if name.startswith("FP32_"):
         _made[name] = _fp32(name, getattr(_trainers, name[5:]))
+    elif name.startswith("DALHeGain_seed"):
+        _made[name] = _he_gain(name, getattr(_trainers, f"nnUNetTrainerDALight3D{_SCHED}_seed{name.split('_seed')[1]}"))
     elif name.startswith("DALHe_seed"):
         _made[name] = _he(name, getattr(_trainers, f"nnUNetTrainerDALight3D{_SCHED}_seed{name.split('_seed')[1]}"))
     elif name.split("_seed")[0] in _LMS:
