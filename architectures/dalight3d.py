@@ -12,6 +12,7 @@ names (`MODALITY_VOCABULARY`) so that the same modality gets the same identifier
 and every process; a channel whose name is not in the vocabulary gets the "other" slot of its
 position. See `identifiers_for_channels`.
 """
+import itertools
 import re
 from typing import Mapping, Optional, Sequence, Union
 
@@ -21,6 +22,7 @@ from torch import nn
 
 from nnunet_lightseg.architectures.blocks.separable import DepthwiseSeparableConv
 from nnunet_lightseg.architectures.blocks.squeeze_excitation import SqueezeExcitation
+from nnunet_lightseg.architectures.initialisation import convs_before_group_norm, he_with_small_normalised_convs
 from nnunet_lightseg.architectures.shapes import crop_to, cumulative_strides, pad_to_multiple, scaled_size
 
 PAPER_WIDTHS = (24, 48, 96, 432)  # stages 0-2 and the bottleneck (notes: base width 24)
@@ -266,6 +268,20 @@ class DALight3D(nn.Module):
                                   nn.GroupNorm(GROUPS, 64), nn.GELU(), nn.Conv3d(64, num_classes, 1))
         # 1x1 heads on the decoder levels at strides 1/cum[1] and 1/cum[2], finest first
         self.ds_heads = nn.ModuleList(nn.Conv3d(widths[i], num_classes, 1) for i in (1, 2))
+        self.initialise()
+
+    def initialise(self) -> None:
+        """Departure (docs/architectures/dalight3d.md): the authors' code keeps PyTorch's default
+        initialisation, with which DALight-3D learned Hippocampus under nnU-Net's SGD recipe at 0.54 x
+        nnU-Net's network in 350 steps (issue 11). Here nnU-Net's own (InitWeights_He(1e-2)) with the
+        convs whose output a GroupNorm or ICN normalises (stem, both convs of every block, shortcuts,
+        skip merges, head) at 0.1 x He, as in LightMedSeg (`initialisation`). The ICN tables start
+        at zero (a plain GroupNorm) and SSFB's alpha at 0.5; CSA's Conv1d and SSFB's Linear layers,
+        which InitWeights_He leaves alone, keep PyTorch's defaults.
+        """
+        block_convs = (conv for block in self.modules() if isinstance(block, DALightBlock)
+                       for layer in (block.conv1, block.conv2) for conv in layer.modules() if isinstance(conv, nn.Conv3d))
+        he_with_small_normalised_convs(self, itertools.chain(convs_before_group_norm(self), block_convs))
 
     @property
     def output_strides(self) -> list[tuple[int, ...]]:
