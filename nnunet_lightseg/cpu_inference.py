@@ -322,7 +322,8 @@ class InferenceSkipRouter(nn.Module):
     and the controller's first layer and each level's output conv are linear too. So each encoder
     map e_i is resampled as it is (8-64 channels, not 64) and multiplied by precomposed matrices:
     the controller's hidden layer is sum_i (W1_i P_i) r_i + (c1 + sum_i W1_i b_i), and since the
-    softmax weights w_i sum to 1, a level's output is sum_i w_i (Wo P_i r_i + Wo b_i) + bo.
+    softmax weights w_i sum to 1, a level's output is sum_i w_i (Wo P_i r_i + Wo b_i + bo). Both sums
+    start from their first term's matrix product (no separate pass to lay down the biases).
     """
 
     def __init__(self, router: SkipRouter):
@@ -334,20 +335,19 @@ class InferenceSkipRouter(nn.Module):
         self.hidden_activation = hidden.activation  # SiLU, kept apart by FastConv's matrix-product form
         self.logits_weight, self.logits_bias = logits.weight, logits.bias
         self.level_weights = [[out.weight @ p.weight for p in router.project] for out in router.out]
-        self.level_biases = [[out.weight @ p.bias for p in router.project] for out in router.out]
-        self.out_biases = [out.bias for out in router.out]
+        self.level_biases = [[out.weight @ p.bias + out.bias for p in router.project] for out in router.out]
 
     def forward(self, skips, sizes) -> list[torch.Tensor]:
         routed = []
-        for weights, biases, out_bias, size in zip(self.level_weights, self.level_biases, self.out_biases, sizes):
+        for weights, biases, size in zip(self.level_weights, self.level_biases, sizes):
             aligned = [_rows(resample(skip, size)) for skip in skips]
-            hidden = self.hidden_bias.expand(aligned[0].shape[0], -1).clone()
-            for rows, weight in zip(aligned, self.hidden_weights):
+            hidden = torch.addmm(self.hidden_bias, aligned[0], self.hidden_weights[0].t())
+            for rows, weight in zip(aligned[1:], self.hidden_weights[1:]):
                 hidden.addmm_(rows, weight.t())
             mix = torch.softmax(F.linear(self.hidden_activation(hidden), self.logits_weight, self.logits_bias), dim=1)
-            fused = out_bias.expand(hidden.shape[0], -1).clone()
-            for i, (rows, weight, bias) in enumerate(zip(aligned, weights, biases)):
-                fused.addcmul_(mix[:, i:i + 1], torch.addmm(bias, rows, weight.t()))
+            fused = torch.addmm(biases[0], aligned[0], weights[0].t()).mul_(mix[:, :1])
+            for i in range(1, len(aligned)):
+                fused.addcmul_(mix[:, i:i + 1], torch.addmm(biases[i], aligned[i], weights[i].t()))
             routed.append(_from_rows(fused, (skips[0].shape[0], fused.shape[1], *size)))
         return routed
 

@@ -18,8 +18,10 @@ MODELS = [("UltraLightUNet", 2, (1, 2, 32, 40)), ("UltraLightUNet", 3, (1, 2, 16
           ("UltraLightUNet_IRB", 3, (1, 2, 16, 24, 16)), ("UltraLightUNet_EncoderMKIRA", 3, (1, 2, 16, 24, 16)),
           ("UltraLightUNet_AG", 2, (1, 2, 32, 40)),
           # one input channel (Hippocampus): contiguous in both layouts
-          ("LightMedSeg", 3, (1, 1, 16, 24, 16))]
-IDS = [f"{m}-{d}d-{shape[1]}ch" for m, d, shape in MODELS]
+          ("LightMedSeg", 3, (1, 1, 16, 24, 16)),
+          # a batch: LightMedSeg's block rules with per-sample anchors and routing weights
+          ("LightMedSeg", 3, (2, 2, 16, 24, 16))]
+IDS = [f"{m}-{d}d-{shape[1]}ch" + (f"-batch{shape[0]}" if shape[0] > 1 else "") for m, d, shape in MODELS]
 
 
 def build(name: str, dim: int, shape, seed: int = 0) -> torch.nn.Module:
