@@ -12,16 +12,17 @@ from nnunet_lightseg.architectures.dalight3d import DALight3D
 from nnunet_lightseg.architectures.lightmedseg import LightMedSeg
 from nnunet_lightseg.architectures.ultralightunet import UltraLightUNet
 from nnunet_lightseg.architectures.veloxseg import VeloxSeg
-from nnunet_lightseg.memory_layout import channels_last_format, channels_last_weights
+from nnunet_lightseg.memory_layout import channels_last_format, channels_last_weights, to_channels_last
 
 # network class -> whether its input batches go channels-last too (its conv weights always do)
 CHANNELS_LAST_TRAINING = {UltraLightUNet: True, VeloxSeg: True, LightMedSeg: True, DALight3D: True}
 
 
 def _channels_last_input(module: nn.Module, args: tuple):
-    """Forward pre-hook: in training, hand the network its input batch channels-last."""
+    """Forward pre-hook: in training, hand the network its input batch channels-last (a one-channel
+    batch with explicit channels-last strides, `to_channels_last`)."""
     if module.training and args and isinstance(args[0], torch.Tensor) and args[0].ndim in (4, 5):
-        return (args[0].contiguous(memory_format=channels_last_format(args[0].ndim)), *args[1:])
+        return (to_channels_last(args[0], channels_last_format(args[0].ndim)), *args[1:])
     return None
 
 

@@ -21,7 +21,7 @@ import statistics
 import torch
 
 from nnunet_lightseg import registry
-from nnunet_lightseg.memory_layout import channels_last_format, channels_last_weights
+from nnunet_lightseg.memory_layout import channels_last_format, channels_last_weights, to_channels_last
 from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
 from nnunet_lightseg.profiling import machine_description
 from nnunet_lightseg.timing import timed_runs
@@ -58,7 +58,7 @@ def main(argv=None) -> None:
         channels_last = copy.deepcopy(network)
         channels_last_weights(channels_last, x.ndim)
         runs[name] = {"default": (network, x), "weights": (channels_last, x),
-                      "weights+input": (channels_last, x.contiguous(memory_format=channels_last_format(x.ndim))),
+                      "weights+input": (channels_last, to_channels_last(x, channels_last_format(x.ndim))),
                       "chosen": _chosen(network)}
     load_before = os.getloadavg()[0]
     calls = {(name, layout): (lambda network=run[layout][0], batch=run[layout][1]: step(network, batch))
