@@ -3,7 +3,8 @@
 LMS<variant>_seed<S>: LightMedSeg with another normalised-conv gain and/or the plan's missing step at
 the stem (full-resolution stem); DALHe_seed<S>: DALight-3D with nnU-Net's
 InitWeights_He(1e-2) instead of PyTorch's defaults; DALHeGain_seed<S>: the same, then every conv whose
-output a GroupNorm or ICN normalises at 0.1 x (LightMedSeg's NORMALISED_CONV_INIT_GAIN rule); FP32_<trainer>: the trainer without autocast and
+output a GroupNorm or ICN normalises at 0.1 x (LightMedSeg's NORMALISED_CONV_INIT_GAIN rule); LMSenc_seed<S>:
+LightMedSeg with its encoder's GhostConv primaries, 1x1 smooth paths and bottleneck also at 0.1 x; FP32_<trainer>: the trainer without autocast and
 GradScaler."""
 import os
 
@@ -70,6 +71,18 @@ def _he_gain(name, base, gain=0.1):
     return _rebuilding(name, base, after=after)
 
 
+def _lms_encoder_gain(name, base, gain=0.1):
+    """LightMedSeg with its encoder's unnormalised convs (each stage's GhostConv primary and 1x1 smooth
+    path) and the bottleneck also at `gain` x their initialisation."""
+    def after(network):
+        with torch.no_grad():
+            for stage in network.encoder:
+                stage.project.primary.weight.mul_(gain)
+                stage.smooth.weight.mul_(gain)
+            network.bottleneck.weight.mul_(gain)
+    return _rebuilding(name, base, after=after)
+
+
 def _fp32(name, base):
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         base.__init__(self, plans, configuration, fold, dataset_json, device)
@@ -83,6 +96,8 @@ def __getattr__(name):
         return _made[name]
     if name.startswith("FP32_"):
         _made[name] = _fp32(name, getattr(_trainers, name[5:]))
+    elif name.startswith("LMSenc_seed"):
+        _made[name] = _lms_encoder_gain(name, getattr(_trainers, f"nnUNetTrainerLightMedSeg{_SCHED}_seed{name.split('_seed')[1]}"))
     elif name.startswith("DALHeGain_seed"):
         _made[name] = _he_gain(name, getattr(_trainers, f"nnUNetTrainerDALight3D{_SCHED}_seed{name.split('_seed')[1]}"))
     elif name.startswith("DALHe_seed"):
