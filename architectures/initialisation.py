@@ -5,9 +5,10 @@ nnU-Net initialises its networks with `InitWeights_He(1e-2)` (He normal, negativ
 biases 0). For a conv whose output a GroupNorm (or ICN) normalises, the network computes the same
 function at any scale of the conv's weights, but a plain SGD step moves such a weight by about
 lr |grad| / |w| relative to its size, and |grad| falls as 1 / |w|: the relative step goes as
-1 / |w|^2. At He scale those steps were too small for LightMedSeg and DALight-3D to find both
-Hippocampus classes within 350 of nnU-Net's steps; at NORMALISED_CONV_INIT_GAIN x He they are 100
-times larger (docs/architectures/lightmedseg.md, docs/architectures/dalight3d.md).
+1 / |w|^2. At He scale those steps were too small, within 350 of nnU-Net's steps on Hippocampus,
+for LightMedSeg to leave all-background and for DALight-3D to learn both classes; at
+NORMALISED_CONV_INIT_GAIN x He they are 100 times larger (docs/architectures/lightmedseg.md,
+docs/architectures/dalight3d.md).
 """
 from typing import Iterable, Iterator
 

@@ -3,7 +3,7 @@
 LMS<variant>_seed<S>: LightMedSeg with another normalised-conv gain and/or the plan's missing step at
 the stem (full-resolution stem); DALHe_seed<S>: DALight-3D with nnU-Net's
 InitWeights_He(1e-2) instead of PyTorch's defaults; DALHeGain_seed<S>: the same, then every conv whose
-output a GroupNorm or ICN normalises at 0.1 x (LightMedSeg's NORMALISED_CONV_INIT_GAIN rule); LMSenc_seed<S>:
+output a GroupNorm or ICN normalises at 0.1 x (the NORMALISED_CONV_INIT_GAIN rule of architectures/initialisation.py); LMSenc_seed<S>:
 LightMedSeg with its encoder's GhostConv primaries, 1x1 smooth paths and bottleneck also at 0.1 x; FP32_<trainer>: the trainer without autocast and
 GradScaler."""
 import os
