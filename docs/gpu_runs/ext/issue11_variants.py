@@ -1,7 +1,8 @@
 """Experiment trainers for issue 11 (not part of the package), for an nnUNet_extTrainer folder.
 
 LMS<variant>_seed<S>: LightMedSeg with another normalised-conv gain and/or the plan's missing step at
-the stem (full-resolution stem); DALHe_seed<S>: DALight-3D with nnU-Net's
+the stem (full-resolution stem), or (LMSmod01) its FiLM and position-bias projections drawn at std 0.1
+instead of 0.01; DALHe_seed<S>: DALight-3D with nnU-Net's
 InitWeights_He(1e-2) instead of PyTorch's defaults; DALHeGain_seed<S>: the same, then every conv whose
 output a GroupNorm or ICN normalises at 0.1 x (the NORMALISED_CONV_INIT_GAIN rule of architectures/initialisation.py); LMSenc_seed<S>:
 LightMedSeg with its encoder's GhostConv primaries, 1x1 smooth paths and bottleneck also at 0.1 x; FP32_<trainer>: the trainer without autocast and
@@ -13,13 +14,14 @@ import torch
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 
 import nnunet_lightseg.architectures.initialisation as _initialisation
+import nnunet_lightseg.architectures.lightmedseg as _lightmedseg
 from nnunet_lightseg.architectures.dalight3d import DALightBlock
 import nnunet_lightseg.trainers as _trainers
 import nnunet_lightseg.zoo.lightmedseg as _zoo
 
 _SCHED = os.environ.get("SCHED", "_14epochs_25iters")
 _LMS = {"LMSgain003": dict(gain=0.03), "LMSfullstem": dict(stride_one_at=0),
-        "LMSgain003fullstem": dict(gain=0.03, stride_one_at=0)}
+        "LMSgain003fullstem": dict(gain=0.03, stride_one_at=0), "LMSmod01": dict(modulation_std=0.1)}
 _made = {}
 
 
@@ -37,8 +39,10 @@ def _rebuilding(name, base, before=lambda: None, after=lambda network: None):
     return made
 
 
-def _lms_variant(name, base, gain=None, stride_one_at=None):
+def _lms_variant(name, base, gain=None, stride_one_at=None, modulation_std=None):
     def before():
+        if modulation_std is not None:
+            _lightmedseg.MODULATION_INIT_STD = modulation_std
         if gain is not None:
             _initialisation.NORMALISED_CONV_INIT_GAIN = gain
         if stride_one_at is not None:
