@@ -6,7 +6,10 @@ instead of 0.01; DALHe_seed<S>: DALight-3D with nnU-Net's
 InitWeights_He(1e-2) instead of PyTorch's defaults; DALHeGain_seed<S>: the same, then every conv whose
 output a GroupNorm or ICN normalises at 0.1 x (the NORMALISED_CONV_INIT_GAIN rule of architectures/initialisation.py); LMSenc_seed<S>:
 LightMedSeg with its encoder's GhostConv primaries, 1x1 smooth paths and bottleneck also at 0.1 x; FP32_<trainer>: the trainer without autocast and
-GradScaler."""
+GradScaler. Tenth session: LMSup_seed<S> (decoder transposed convs at He for their true fan-in),
+LMSupse_seed<S> (that and every SE gate starting near open), LMSsedg2_seed<S> (SE gates near open and
+the decoder branches' GroupNorm scale at 2), LMSdg3_seed<S> (that scale at 3 alone: what ships since)."""
+import math
 import os
 
 import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as _nnunet_trainer_module
@@ -17,6 +20,7 @@ import nnunet_lightseg.architectures.initialisation as _initialisation
 import nnunet_lightseg.architectures.lightmedseg as _lightmedseg
 import nnunet_lightseg.trainers as _trainers
 import nnunet_lightseg.zoo.lightmedseg as _zoo
+from nnunet_lightseg.architectures.blocks.squeeze_excitation import SqueezeExcitation
 
 _SCHED = os.environ.get("SCHED", "_14epochs_25iters")
 _LMS = {"LMSgain003": dict(gain=0.03), "LMSfullstem": dict(stride_one_at=0),
@@ -72,6 +76,36 @@ def _lms_encoder_gain(name, base, gain=0.1):
     return _rebuilding(name, base, after=after)
 
 
+def _transposed_fan_in(network):
+    """He at each decoder transposed conv's true fan-in (C_in x kernel volume / stride volume) instead
+    of the C_out x kernel volume that `InitWeights_He` reads from its weight's shape."""
+    with torch.no_grad():
+        for stage in network.decoder:
+            weight = stage.up.weight
+            weight.mul_(math.sqrt(weight.shape[1] * math.prod(stage.up.stride) / weight.shape[0]))
+
+
+def _se_open(network, bias=2.0):
+    """Every SE gate starts near open (fc2 bias 2: sigmoid 0.88) instead of at 1/2."""
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, SqueezeExcitation):
+                module.fc2.bias.fill_(bias)
+
+
+def _decoder_gamma(gamma):
+    """The GroupNorm scale (affine weight) of every decoder branch starts at `gamma` instead of 1."""
+    def scale(network):
+        with torch.no_grad():
+            for stage in network.decoder:
+                for branch in stage.branches:
+                    branch[1].weight.fill_(gamma)
+    return scale
+
+
+_LMS_AFTER = {"LMSsedg2": [_se_open, _decoder_gamma(2.0)], "LMSdg3": [_decoder_gamma(3.0)], "LMSup": [_transposed_fan_in], "LMSupse": [_transposed_fan_in, _se_open]}
+
+
 def _fp32(name, base):
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         base.__init__(self, plans, configuration, fold, dataset_json, device)
@@ -91,6 +125,11 @@ def __getattr__(name):
         _made[name] = _he_gain(name, getattr(_trainers, f"nnUNetTrainerDALight3D{_SCHED}_seed{name.split('_seed')[1]}"))
     elif name.startswith("DALHe_seed"):
         _made[name] = _he(name, getattr(_trainers, f"nnUNetTrainerDALight3D{_SCHED}_seed{name.split('_seed')[1]}"))
+    elif name.split("_seed")[0] in _LMS_AFTER:
+        variant, seed = name.split("_seed")
+        steps = _LMS_AFTER[variant]
+        _made[name] = _rebuilding(name, getattr(_trainers, f"nnUNetTrainerLightMedSeg{_SCHED}_seed{seed}"),
+                                  after=lambda network: [step(network) for step in steps])
     elif name.split("_seed")[0] in _LMS:
         variant, seed = name.split("_seed")
         _made[name] = _lms_variant(name, getattr(_trainers, f"nnUNetTrainerLightMedSeg{_SCHED}_seed{seed}"), **_LMS[variant])
