@@ -130,6 +130,20 @@ def test_anchors_stay_in_the_unit_cube():
         assert ((anchors >= 0) & (anchors <= 1)).all()
 
 
+@pytest.mark.parametrize("name", VARIANTS)
+def test_decoder_stages_start_at_about_unit_scale(name):
+    """LightMedSeg.initialise starts the decoder branches' GroupNorm scale at 3 so that every decoder
+    stage's output, the head's input among them, starts at about unit RMS (issue 11); at scale 1 the
+    softmax average of the branches and the SE gate left 0.2-0.3, and the network learned slowly."""
+    net, outputs = build(name), []
+    for stage in net.decoder:
+        stage.register_forward_hook(lambda module, args, output: outputs.append(output.pow(2).mean().sqrt().item()))
+    with torch.no_grad():
+        net(torch.randn(2, 1, 40, 56, 40))
+    assert len(outputs) == 4
+    assert all(0.6 < rms < 1.6 for rms in outputs), outputs
+
+
 @pytest.mark.parametrize("name,removed", [
     ("LightMedSeg_noLSPM", ("lspm.",)),
     ("LightMedSeg_noAnchors", ("anchor_detector.", ".film.", ".position.")),
