@@ -12,6 +12,9 @@ of each of two classes (about 1% of the voxels), Hippocampus-like strides. Two f
   down has a ratio near 0; nnU-Net's own PlainConvUNet is the reference.
 - `relative_update`: the median over conv weights of |grad| / |weight|, what one SGD step moves a
   weight relative to its size (before the learning rate).
+- `readout_rms` and `readout_update`: the RMS of the features the full-resolution head reads (the
+  module named in READOUT) and its weight's |grad| / |weight|. The head's weight gradient scales
+  with its input, so a network whose last decoder stage starts small learns its readout slowly.
 
 `gradient_flow` is the function behind tests/test_registry_contract.py's gradient test and
 docs/training.md's table of initialisation figures.
@@ -35,6 +38,8 @@ NUM_CLASSES = 3  # background and two foreground classes, as Hippocampus
 class GradientFlow:
     depth_ratio: float  # gradient RMS at the deepest conv outputs / at the logits
     relative_update: float  # median |grad| / |weight| over conv weights
+    readout_rms: float  # RMS of the full-resolution head's input
+    readout_update: float  # |grad| / |weight| of the full-resolution head's weight
 
 
 def nnunet_loss(num_outputs: int) -> nn.Module:
@@ -77,26 +82,40 @@ DEEPEST_FEATURES = {
     "PlainConvUNet": "encoder.stages.3",
 }
 
+# The conv that turns each family's last decoder features into the full-resolution logits.
+READOUT = {
+    "UltraLightUNet": "head",
+    "LightMedSeg": "head",
+    "DALight3D": "head.4",
+    "VeloxSeg": "head",
+    "PlainConvUNet": "decoder.seg_layers.2",
+}
 
-def gradient_flow(network: nn.Module, deepest: str, image: torch.Tensor, label: torch.Tensor) -> GradientFlow:
+
+def gradient_flow(network: nn.Module, deepest: str, readout: str, image: torch.Tensor,
+                  label: torch.Tensor) -> GradientFlow:
     """One training step's gradients on (image, label) through nnU-Net's deep-supervised loss.
 
     `network` must return a list of logits (deep supervision on), the full resolution first;
-    `deepest` names the submodule whose output is the deepest feature map.
+    `deepest` names the submodule whose output is the deepest feature map, `readout` the conv that
+    makes the full-resolution logits.
     """
-    kept = []
+    kept, read = [], []
 
     def keep(module, inputs, output):
         output.retain_grad()
         kept.append(output)
 
-    handle = network.get_submodule(deepest).register_forward_hook(keep)
+    head = network.get_submodule(readout)
+    handles = [network.get_submodule(deepest).register_forward_hook(keep),
+               head.register_forward_pre_hook(lambda module, inputs: read.append(_rms(inputs[0])))]
     network.zero_grad(set_to_none=True)
     network.train()
     try:
         outputs = network(image)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     for out in outputs:
         out.retain_grad()
@@ -106,7 +125,8 @@ def gradient_flow(network: nn.Module, deepest: str, image: torch.Tensor, label: 
     ratios = [(m.weight.grad.norm() / m.weight.norm()).item() for m in convs
               if m.weight.grad is not None and m.weight.norm() > 0]
     return GradientFlow(depth_ratio=_rms(kept[-1].grad) / _rms(outputs[0].grad),
-                        relative_update=statistics.median(ratios))
+                        relative_update=statistics.median(ratios), readout_rms=read[-1],
+                        readout_update=(head.weight.grad.norm() / head.weight.norm()).item())
 
 
 def _plain_conv_unet(dim: int) -> nn.Module:
@@ -149,15 +169,16 @@ def table(dims=(3, 2)) -> list[tuple[str, int, GradientFlow]]:
     for dim in dims:
         image, label = synthetic_batch(dim)
         for name, family, build in reference_networks(dim, image.shape[2]):
-            rows.append((name, dim, gradient_flow(build(), DEEPEST_FEATURES[family], image, label)))
+            rows.append((name, dim, gradient_flow(build(), DEEPEST_FEATURES[family], READOUT[family], image, label)))
     return rows
 
 
 def main() -> None:
     torch.set_num_threads(1)
-    print("| network | dims | depth_ratio | relative_update |\n|---|---|---|---|")
+    print("| network | dims | depth_ratio | relative_update | readout_rms | readout_update |\n|---|---|---|---|---|---|")
     for name, dim, flow in table():
-        print(f"| {name} | {dim}D | {flow.depth_ratio:.3g} | {flow.relative_update:.3g} |")
+        print(f"| {name} | {dim}D | {flow.depth_ratio:.3g} | {flow.relative_update:.3g} | "
+              f"{flow.readout_rms:.3g} | {flow.readout_update:.3g} |")
 
 
 if __name__ == "__main__":
