@@ -4,7 +4,7 @@
 
 One forward/backward pass of nnU-Net's deep-supervised Dice + CE (its loss, its weights: 1/2^i
 per output, the coarsest 0) on a small synthetic batch: 2 x 1 x 32^3 with a 4^3 foreground cube
-of each of two classes (about 1% of the voxels), Hippocampus-like strides. Two figures per network:
+of each of two classes (about 1% of the voxels), Hippocampus-like strides. Per network:
 
 - `depth_ratio`: the gradient RMS per element at the deepest feature map (the output of the
   module named in DEEPEST_FEATURES) divided by the gradient RMS per element at the
