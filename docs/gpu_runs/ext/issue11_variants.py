@@ -8,7 +8,8 @@ output a GroupNorm or ICN normalises at 0.1 x (the NORMALISED_CONV_INIT_GAIN rul
 LightMedSeg with its encoder's GhostConv primaries, 1x1 smooth paths and bottleneck also at 0.1 x; FP32_<trainer>: the trainer without autocast and
 GradScaler. Tenth session: LMSup_seed<S> (decoder transposed convs at He for their true fan-in),
 LMSupse_seed<S> (that and every SE gate starting near open), LMSsedg2_seed<S> (SE gates near open and
-the decoder branches' GroupNorm scale at 2), LMSdg3_seed<S> (that scale at 3 alone: what ships since)."""
+the decoder branches' GroupNorm scale at 2), LMSdg3_seed<S> (that scale at 3 alone: what ships since).
+Every LightMedSeg experiment of before that change builds its decoder GroupNorms at scale 1, as it ran."""
 import math
 import os
 
@@ -42,8 +43,15 @@ def _rebuilding(name, base, before=lambda: None, after=lambda network: None):
     return made
 
 
+def _unit_decoder_norms():
+    """LightMedSeg's decoder GroupNorms at scale 1, as before the tenth session's change (db85f87), so
+    that the experiments run before it build what they built then."""
+    _lightmedseg.DECODER_NORM_INIT_SCALE = 1.0
+
+
 def _lms_variant(name, base, gain=None, stride_one_at=None, modulation_std=None):
     def before():
+        _unit_decoder_norms()
         if modulation_std is not None:
             _lightmedseg.MODULATION_INIT_STD = modulation_std
         if gain is not None:
@@ -73,7 +81,7 @@ def _lms_encoder_gain(name, base, gain=0.1):
                 stage.project.primary.weight.mul_(gain)
                 stage.smooth.weight.mul_(gain)
             network.bottleneck.weight.mul_(gain)
-    return _rebuilding(name, base, after=after)
+    return _rebuilding(name, base, before=_unit_decoder_norms, after=after)
 
 
 def _transposed_fan_in(network):
@@ -103,7 +111,9 @@ def _decoder_gamma(gamma):
     return scale
 
 
-_LMS_AFTER = {"LMSsedg2": [_se_open, _decoder_gamma(2.0)], "LMSdg3": [_decoder_gamma(3.0)], "LMSup": [_transposed_fan_in], "LMSupse": [_transposed_fan_in, _se_open]}
+_LMS_AFTER = {"LMSsedg2": [_se_open, _decoder_gamma(2.0)], "LMSdg3": [_decoder_gamma(3.0)],
+              "LMSup": [_decoder_gamma(1.0), _transposed_fan_in],
+              "LMSupse": [_decoder_gamma(1.0), _transposed_fan_in, _se_open]}
 
 
 def _fp32(name, base):
