@@ -24,8 +24,6 @@ import nnunet_lightseg.zoo.lightmedseg as _zoo
 from nnunet_lightseg.architectures.blocks.squeeze_excitation import SqueezeExcitation
 
 _SCHED = os.environ.get("SCHED", "_14epochs_25iters")
-_LMS = {"LMSgain003": dict(gain=0.03), "LMSfullstem": dict(stride_one_at=0),
-        "LMSgain003fullstem": dict(gain=0.03, stride_one_at=0), "LMSmod01": dict(modulation_std=0.1)}
 _made = {}
 
 
@@ -43,22 +41,23 @@ def _rebuilding(name, base, before=lambda: None, after=lambda network: None):
     return made
 
 
-def _unit_decoder_norms():
-    """LightMedSeg's decoder GroupNorms at scale 1, as before the tenth session's change (db85f87), so
-    that the experiments run before it build what they built then."""
-    _lightmedseg.DECODER_NORM_INIT_SCALE = 1.0
-
-
-def _lms_variant(name, base, gain=None, stride_one_at=None, modulation_std=None):
+def _lms_variant(name, base, gain=None, stride_one_at=None, modulation_std=None, decoder_scale=1.0, after=()):
+    """LightMedSeg built with other module settings, then `after`'s steps applied in order. The decoder
+    GroupNorms start at `decoder_scale` (1: as every experiment before the tenth session's change,
+    db85f87, ran)."""
     def before():
-        _unit_decoder_norms()
+        _lightmedseg.DECODER_NORM_INIT_SCALE = decoder_scale
         if modulation_std is not None:
             _lightmedseg.MODULATION_INIT_STD = modulation_std
         if gain is not None:
             _initialisation.NORMALISED_CONV_INIT_GAIN = gain
         if stride_one_at is not None:
             _zoo.STRIDE_ONE_AFTER_STEM = stride_one_at
-    return _rebuilding(name, base, before=before)
+
+    def apply(network):
+        for step in after:
+            step(network)
+    return _rebuilding(name, base, before=before, after=apply)
 
 
 def _he(name, base):
@@ -72,16 +71,14 @@ def _he_gain(name, base):
     return _rebuilding(name, base, after=lambda network: network.initialise())
 
 
-def _lms_encoder_gain(name, base, gain=0.1):
-    """LightMedSeg with its encoder's unnormalised convs (each stage's GhostConv primary and 1x1 smooth
-    path) and the bottleneck also at `gain` x their initialisation."""
-    def after(network):
-        with torch.no_grad():
-            for stage in network.encoder:
-                stage.project.primary.weight.mul_(gain)
-                stage.smooth.weight.mul_(gain)
-            network.bottleneck.weight.mul_(gain)
-    return _rebuilding(name, base, before=_unit_decoder_norms, after=after)
+def _encoder_gain(network, gain=0.1):
+    """LightMedSeg's encoder's unnormalised convs (each stage's GhostConv primary and 1x1 smooth path)
+    and the bottleneck at `gain` x their initialisation."""
+    with torch.no_grad():
+        for stage in network.encoder:
+            stage.project.primary.weight.mul_(gain)
+            stage.smooth.weight.mul_(gain)
+        network.bottleneck.weight.mul_(gain)
 
 
 def _transposed_fan_in(network):
@@ -101,19 +98,11 @@ def _se_open(network, bias=2.0):
                 module.fc2.bias.fill_(bias)
 
 
-def _decoder_gamma(gamma):
-    """The GroupNorm scale (affine weight) of every decoder branch starts at `gamma` instead of 1."""
-    def scale(network):
-        with torch.no_grad():
-            for stage in network.decoder:
-                for branch in stage.branches:
-                    branch[1].weight.fill_(gamma)
-    return scale
-
-
-_LMS_AFTER = {"LMSsedg2": [_se_open, _decoder_gamma(2.0)], "LMSdg3": [_decoder_gamma(3.0)],
-              "LMSup": [_decoder_gamma(1.0), _transposed_fan_in],
-              "LMSupse": [_decoder_gamma(1.0), _transposed_fan_in, _se_open]}
+_LMS = {"LMSgain003": dict(gain=0.03), "LMSfullstem": dict(stride_one_at=0),
+        "LMSgain003fullstem": dict(gain=0.03, stride_one_at=0), "LMSmod01": dict(modulation_std=0.1),
+        "LMSenc": dict(after=[_encoder_gain]), "LMSup": dict(after=[_transposed_fan_in]),
+        "LMSupse": dict(after=[_transposed_fan_in, _se_open]),
+        "LMSsedg2": dict(decoder_scale=2.0, after=[_se_open]), "LMSdg3": dict(decoder_scale=3.0)}
 
 
 def _fp32(name, base):
@@ -129,17 +118,10 @@ def __getattr__(name):
         return _made[name]
     if name.startswith("FP32_"):
         _made[name] = _fp32(name, getattr(_trainers, name[5:]))
-    elif name.startswith("LMSenc_seed"):
-        _made[name] = _lms_encoder_gain(name, getattr(_trainers, f"nnUNetTrainerLightMedSeg{_SCHED}_seed{name.split('_seed')[1]}"))
     elif name.startswith("DALHeGain_seed"):
         _made[name] = _he_gain(name, getattr(_trainers, f"nnUNetTrainerDALight3D{_SCHED}_seed{name.split('_seed')[1]}"))
     elif name.startswith("DALHe_seed"):
         _made[name] = _he(name, getattr(_trainers, f"nnUNetTrainerDALight3D{_SCHED}_seed{name.split('_seed')[1]}"))
-    elif name.split("_seed")[0] in _LMS_AFTER:
-        variant, seed = name.split("_seed")
-        steps = _LMS_AFTER[variant]
-        _made[name] = _rebuilding(name, getattr(_trainers, f"nnUNetTrainerLightMedSeg{_SCHED}_seed{seed}"),
-                                  after=lambda network: [step(network) for step in steps])
     elif name.split("_seed")[0] in _LMS:
         variant, seed = name.split("_seed")
         _made[name] = _lms_variant(name, getattr(_trainers, f"nnUNetTrainerLightMedSeg{_SCHED}_seed{seed}"), **_LMS[variant])
