@@ -13,8 +13,9 @@ and the validation of `nnUNetv2_train` use it with no extra step. The networks t
 - batch norm in eval mode (an affine map of running statistics) folded into the preceding conv;
 - the activation after a conv fused into the oneDNN conv kernel (`mkldnn._convolution_pointwise`),
   which also keeps grouped and depthwise convs off torch's generic `slow_conv3d` path;
-- a 1x1 conv as a matrix product over the channels-last view; a 1x1 depthwise conv as a
-  per-channel scale and shift;
+- a 1x1 conv on oneDNN too where the input is channels-last and has at least ONEDNN_MIN_VOXELS
+  voxels, else as a matrix product (oneDNN's fixed cost per call dominates small inputs); a 1x1
+  depthwise conv as a per-channel scale and shift;
 - weights and activations channels-last, where the oneDNN kernels avoid layout copies (a
   one-channel input given channels-last strides explicitly, see `memory_layout.to_channels_last`);
 - the per-block rules of `BLOCK_RULES` (UltraLightUNet's MKIR: its channel shuffle folded into the
@@ -57,6 +58,10 @@ ENVIRONMENT_VARIABLE = "NNUNET_LIGHTSEG_FAST_INFERENCE"
 # their plain graph. Others (the baselines) run as they are.
 NETWORKS = (UltraLightUNet, VeloxSeg, LightMedSeg, DALight3D)
 MAX_COPIES = 5  # nnUNetv2_predict's default is five folds, each with its own weights
+# A 1x1 conv runs on oneDNN from this many voxels per sample (channels-last): below it oneDNN's cost
+# per call (30-40 us on the 2-core machine) exceeds a matrix product's; above it oneDNN is 2-5x
+# faster (docs/performance.md, "1x1 convolutions").
+ONEDNN_MIN_VOXELS = 4096
 _ENGINES: "weakref.WeakKeyDictionary[nn.Module, _CopyCache]" = weakref.WeakKeyDictionary()
 _forced_off = 0
 _log = logging.getLogger(__name__)
@@ -117,9 +122,10 @@ def _onednn_activation(module: nn.Module) -> Optional[tuple]:
 class FastConv(nn.Module):
     """conv (bias included) followed by an optional activation, run by the fastest CPU kernel.
 
-    1x1 dense, stride 1: a matrix product (W @ x channels-first, x @ W^T channels-last). 1x1
-    depthwise, stride 1: x * w + b per channel. Anything else: oneDNN's conv with the activation
-    as a post-op. Weights are copies (buffers, not parameters).
+    1x1 depthwise, stride 1: x * w + b per channel. 1x1 dense, stride 1: oneDNN's conv on a
+    channels-last input of at least ONEDNN_MIN_VOXELS voxels per sample, else a matrix product (W @ x
+    channels-first, x @ W^T over the channels-last rows). Anything else: oneDNN's conv. oneDNN's
+    convs take the activation as a post-op. Weights are copies (buffers, not parameters).
     """
 
     def __init__(self, conv: nn.Module, activation: Optional[nn.Module] = None):
@@ -131,40 +137,60 @@ class FastConv(nn.Module):
         self.dilation, self.groups = list(conv.dilation), conv.groups
         unit = all(k == 1 for k in weight.shape[2:]) and all(s == 1 for s in self.stride) and not any(self.padding)
         depthwise = self.groups == conv.in_channels == conv.out_channels
-        self.kind = "matmul" if unit and self.groups == 1 else "scale" if unit and depthwise else "onednn"
-        if self.kind == "matmul":
-            weight = weight.flatten(1)
-        elif self.kind == "scale":
+        self.kind = "scale" if unit and depthwise else "unit" if unit and self.groups == 1 else "onednn"
+        if self.kind == "scale":
             weight = weight.reshape(1, -1, *(1,) * self.dim)
             bias = bias.reshape(weight.shape)
         self.register_buffer("weight", weight, persistent=False)
         self.register_buffer("bias", bias, persistent=False)
-        fused = _onednn_activation(activation) if activation is not None and self.kind == "onednn" else None
+        fused = _onednn_activation(activation) if activation is not None and self.kind != "scale" else None
         self.post_op = fused or ("none", [], "")
-        self.activation = None if fused else activation
+        self.nonlinearity = activation  # the activation after the conv, fused into oneDNN's kernel or not
+        self.fused = fused is not None
+        self.input_format: Optional[torch.memory_format] = None  # channels-last: set by build_inference_copy
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """A 1x1 conv's weight as an (out, in) matrix, for rules that precompose linear maps."""
+        return self.weight.flatten(1)
+
+    def _on_onednn(self, x: torch.Tensor) -> bool:
+        return self.kind == "onednn" or (self.kind == "unit" and _is_channels_last(x)
+                                         and x[0, 0].numel() >= ONEDNN_MIN_VOXELS)
 
     def add_to(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """out += conv(x), in place where out is channels-last (a matrix product accumulated into it)."""
-        if self.kind != "matmul" or self.activation is not None or not _is_channels_last(out):
+        """out += conv(x), in place where out is channels-last (oneDNN's add post-op, or a matrix
+        product accumulated into out's rows)."""
+        if self.nonlinearity is not None or self.kind == "scale" or not _is_channels_last(out):
+            return out.add_(self(x))
+        if self._on_onednn(x) and _is_channels_last(x):
+            return torch.ops.mkldnn._convolution_pointwise_.binary(
+                out, x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
+                "add", None, None, [], None)
+        if self.kind != "unit":
             return out.add_(self(x))
         rows = _rows(out)
-        rows.addmm_(_rows(x), self.weight.t())
+        rows.addmm_(_rows(x), self.matrix.t())
         if self.bias.any():
             rows.add_(self.bias)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "matmul" and not _is_channels_last(x):  # channels first: W @ x per sample
-            y = torch.matmul(self.weight, x.flatten(2)).add_(self.bias[:, None]).unflatten(2, x.shape[2:])
-        elif self.kind == "matmul":  # channels last: x @ W^T over the voxels
-            y = _from_rows(F.linear(_rows(x), self.weight, self.bias), x.shape)
-        elif self.kind == "scale":
+        if self.kind == "scale":
             y = torch.addcmul(self.bias, x, self.weight)
+        elif not self._on_onednn(x) and not _is_channels_last(x):  # channels first: W @ x per sample
+            y = torch.matmul(self.matrix, x.flatten(2)).add_(self.bias[:, None]).unflatten(2, x.shape[2:])
+        elif not self._on_onednn(x):  # channels last: x @ W^T over the voxels
+            y = _from_rows(F.linear(_rows(x), self.matrix, self.bias), x.shape)
         else:
+            if self.input_format is not None and x.shape[1] == 1 and x.stride(1) != 1:
+                x = to_channels_last(x, self.input_format)  # else oneDNN reads it, and writes y, channels-first
             attr, scalars, algorithm = self.post_op
             y = torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, self.padding, self.stride,
                                                         self.dilation, self.groups, attr, scalars, algorithm)
-        return self.activation(y) if self.activation is not None else y
+            if self.fused:
+                return y
+        return self.nonlinearity(y) if self.nonlinearity is not None else y
 
 
 class FastConvTranspose(nn.Module):
@@ -329,13 +355,13 @@ class InferenceSkipRouter(nn.Module):
     def __init__(self, router: SkipRouter):
         super().__init__()
         hidden, logits = router.controller[0], router.controller[2]
-        first = hidden.weight.split([p.weight.shape[0] for p in router.project], dim=1)  # W1_i
-        self.hidden_weights = [w @ p.weight for w, p in zip(first, router.project)]
+        first = hidden.matrix.split([p.matrix.shape[0] for p in router.project], dim=1)  # W1_i
+        self.hidden_weights = [w @ p.matrix for w, p in zip(first, router.project)]
         self.hidden_bias = hidden.bias + sum(w @ p.bias for w, p in zip(first, router.project))
-        self.hidden_activation = hidden.activation  # SiLU, kept apart by FastConv's matrix-product form
-        self.logits_weight, self.logits_bias = logits.weight, logits.bias
-        self.level_weights = [[out.weight @ p.weight for p in router.project] for out in router.out]
-        self.level_biases = [[out.weight @ p.bias + out.bias for p in router.project] for out in router.out]
+        self.hidden_activation = hidden.nonlinearity  # SiLU
+        self.logits_weight, self.logits_bias = logits.matrix, logits.bias
+        self.level_weights = [[out.matrix @ p.matrix for p in router.project] for out in router.out]
+        self.level_biases = [[out.matrix @ p.bias + out.bias for p in router.project] for out in router.out]
 
     def forward(self, skips, sizes) -> list[torch.Tensor]:
         routed = []
@@ -368,12 +394,12 @@ class InferenceDecoderStage(nn.Module):
         self.ghost_branch_on_concat = stage.ghost_branch_on_concat
         self.position = stage.position
         if self.position is not None:
-            self.grid_scale = self.position.weight.sum(dim=1)  # u (C)
+            self.grid_scale = self.position.matrix.sum(dim=1)  # u (C)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, anchors) -> torch.Tensor:
         up = self.up(x)
         if self.position is not None:
-            shift = F.linear(-anchors.sum(dim=-1), self.position.weight, self.position.bias)  # v (B x C)
+            shift = F.linear(-anchors.sum(dim=-1), self.position.matrix, self.position.bias)  # v (B x C)
             grid = position_grid(up.shape[2:], up)[None, None]
             up.add_(shift[:, :, None, None, None]).addcmul_(self.grid_scale[None, :, None, None, None], grid)
         concat = torch.cat([up, skip], dim=1)
@@ -439,6 +465,9 @@ def build_inference_copy(network: nn.Module, ndim: int, steps=STEPS) -> nn.Modul
             apply_block_rules(fast)
         fast.requires_grad_(False)
         fast.memory_format = channels_last_weights(fast, ndim) if "memory_format" in steps else None
+        for conv in fast.modules():
+            if isinstance(conv, FastConv):
+                conv.input_format = fast.memory_format
     return fast
 
 

@@ -202,3 +202,22 @@ def test_the_networks_import_no_inference_code():
     for path in (pathlib.Path(__file__).parents[1] / "architectures").rglob("*.py"):
         text = path.read_text()
         assert "cpu_inference" not in text and "fast_inference" not in text, path
+
+
+@pytest.mark.parametrize("side", [8, 24], ids=["matrix-product", "onednn"])  # 512 and 13824 voxels
+@pytest.mark.parametrize("channels_last", [False, True], ids=["channels-first", "channels-last"])
+def test_a_1x1_conv_computes_the_conv_on_either_kernel(side, channels_last):
+    torch.manual_seed(0)
+    conv, activation = torch.nn.Conv3d(16, 8, 1), torch.nn.SiLU()
+    fast = cpu_inference.FastConv(conv, activation)
+    plain = cpu_inference.FastConv(conv)
+    x = torch.randn(1, 16, side, side, side)
+    out = torch.randn(1, 8, side, side, side)
+    if channels_last:
+        x, out = x.contiguous(memory_format=torch.channels_last_3d), out.contiguous(memory_format=torch.channels_last_3d)
+    assert fast._on_onednn(x) == (channels_last and side ** 3 >= cpu_inference.ONEDNN_MIN_VOXELS)
+    with torch.inference_mode():
+        reference = conv(x)
+        assert_close(fast(x).contiguous(), activation(reference))
+        expected = out + reference
+        assert_close(plain.add_to(x, out).contiguous(), expected)
