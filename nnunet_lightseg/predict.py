@@ -10,7 +10,8 @@ small networks and cases): the configuration's preprocessor (`run_case`), the pr
 window with its Gaussian weighting, mirroring and fold averaging
 (`nnUNetPredictor.predict_logits_from_preprocessed_data`), and the export
 (`export_prediction_from_logits`). Each case's line splits its time into load and preprocessing,
-sliding window, and resampling and export.
+sliding window, and resampling and export. The process keeps freed memory mapped
+(`allocator.keep_freed_memory`), for whatever network it runs.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from nnunet_lightseg import output_folder
+from nnunet_lightseg.allocator import keep_freed_memory
 from nnunet_lightseg.errors import UsageError
 from nnunet_lightseg.nnunet_env import results_folder
 from nnunet_lightseg.onnx_export import METADATA_FILE, MODEL_FILE
@@ -156,6 +158,7 @@ def predict(config: PredictConfig, say: Callable[[str], None] = print) -> list[d
 
     if not 0 < config.tile_step_size <= 1:
         raise UsageError(f"--step_size {config.tile_step_size}: give a tile step in (0, 1], e.g. nnU-Net's 0.5.")
+    keep_freed_memory()  # for every network this process runs, nnU-Net's and ONNX exports included
     predictor = _predictor(config)
     plans_manager, configuration_manager = predictor.plans_manager, predictor.configuration_manager
     dataset_json = predictor.dataset_json

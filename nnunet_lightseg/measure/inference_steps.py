@@ -14,6 +14,10 @@ gives the minimum and the median over rounds. GMAC are counted on the plain grap
 
     python -m nnunet_lightseg.measure.inference_steps                 # Hippocampus plan patch and paper inputs
     python -m nnunet_lightseg.measure.inference_steps --plans PATH    # another nnUNetPlans.json (3d_fullres)
+
+Every network runs with freed memory kept mapped (`allocator.keep_freed_memory`, as the engine sets it
+in `nnUNetv2_predict`), nnU-Net's too, so that the ratios compare networks;
+NNUNET_LIGHTSEG_KEEP_FREED_MEMORY=0 times them all with glibc's defaults.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import statistics
 import torch
 
 from nnunet_lightseg import registry
+from nnunet_lightseg.allocator import keep_freed_memory
 from nnunet_lightseg.cpu_inference import build_inference_copy, run_inference_copy
 from nnunet_lightseg.measure import markdown_table
 from nnunet_lightseg.memory_layout import channels_last_format
@@ -124,11 +129,12 @@ def run(all_cases: list[dict], rounds: int) -> None:
         case["times"] = {step: times[(index, step)] for step in case["calls"]}
 
 
-def report(all_cases: list[dict], threads: int, rounds: int, load_before, load_after) -> str:
+def report(all_cases: list[dict], threads: int, rounds: int, kept: bool, load_before, load_after) -> str:
     baseline = next((c for c in all_cases if c["model"].startswith("nnU-Net")), None)
     base_best = min(min(t) for t in baseline["times"].values()) if baseline else None
     lines = [f"machine: {machine_description()}, {os.cpu_count()} logical CPUs, torch threads {threads}, "
-             f"{rounds} interleaved rounds; load average before {load_before}, after {load_after}", ""]
+             f"{rounds} interleaved rounds, freed memory kept (allocator.py): {kept}; load average before "
+             f"{load_before}, after {load_after}", ""]
     rows = []
     for c in all_cases:
         for step, times in c["times"].items():
@@ -150,11 +156,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    kept = keep_freed_memory()  # as `nnUNetv2_predict` with our trainers does, for every network here
     plan = plan_from_file(args.plans) if args.plans else HIPPOCAMPUS
     all_cases = cases(plan, args.models, args.inputs)
     load_before = os.getloadavg()[0]
     run(all_cases, args.rounds)
-    print(report(all_cases, args.threads, args.rounds, load_before, os.getloadavg()[0]))
+    print(report(all_cases, args.threads, args.rounds, kept, load_before, os.getloadavg()[0]))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ weights). The first --cases raw cases are then predicted in two settings,
 each two ways, models and ways in turn, one at a time:
 
 - stock: `nnUNetPredictor.predict_from_files`, what `nnUNetv2_predict` runs, with its default
-  worker processes (3 preprocessing, 3 export): seconds per case = wall time / cases, model
-  loading and worker start-up included, as a user waits for them;
+  worker processes (3 preprocessing, 3 export), in a fresh process (imports not timed): seconds per
+  case = wall time / cases, model loading and worker start-up included, as a user waits for them;
 - ours: `predict.predict` (`nnunet-lightseg predict`, one process), with its stages per case: load
   and preprocessing, sliding window (network, Gaussian weighting, mirroring, fold average),
   resampling and export; model loading is timed apart and spread over the cases in `seconds`;
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -83,10 +84,26 @@ def write_model_folder(results: str, plans_path: str, trainer_name: str, configu
     return folder
 
 
-def stock_seconds_per_case(model_folder: str, setting: dict, inputs: str, output: str, cases: int) -> float:
-    """Wall seconds per case of nnUNetPredictor.predict_from_files, model loading included."""
+def stock_seconds_per_case(model_folder: str, setting: dict, inputs: str, output: str, cases: int,
+                           threads: int) -> float:
+    """Wall seconds per case of nnUNetPredictor.predict_from_files, model loading included, timed in
+    a fresh process as `nnUNetv2_predict` runs: this one has set malloc's thresholds for good
+    (`allocator`) once our path has run, and nnU-Net's own network does not set them."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_stock_in_this_process,
+                              args=(results, model_folder, setting, inputs, output, cases, threads))
+    process.start()
+    seconds = results.get()
+    process.join()
+    return seconds
+
+
+def _stock_in_this_process(results, model_folder: str, setting: dict, inputs: str, output: str, cases: int,
+                           threads: int) -> None:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    torch.set_num_threads(threads)
     start = time.perf_counter()
     predictor = nnUNetPredictor(tile_step_size=setting["tile_step_size"], use_gaussian=True,
                                 use_mirroring=setting["mirroring"], perform_everything_on_device=False,
@@ -96,7 +113,7 @@ def stock_seconds_per_case(model_folder: str, setting: dict, inputs: str, output
     predictor.predict_from_files(inputs, output, save_probabilities=False, overwrite=True,
                                  num_processes_preprocessing=STOCK_WORKERS,
                                  num_processes_segmentation_export=STOCK_WORKERS)
-    return (time.perf_counter() - start) / cases
+    results.put((time.perf_counter() - start) / cases)
 
 
 def ours(config) -> dict:
@@ -186,7 +203,7 @@ def main(argv=None) -> None:
         for name in args.settings:
             setting = SETTINGS[name]
             out = os.path.join(args.work, "out", trainer_name, name)
-            stock = stock_seconds_per_case(folder, setting, inputs, os.path.join(out, "stock"), cases)
+            stock = stock_seconds_per_case(folder, setting, inputs, os.path.join(out, "stock"), cases, args.threads)
             common = dict(input=inputs, threads=args.threads, force=True, mirroring=setting["mirroring"],
                           tile_step_size=setting["tile_step_size"])
             row = {"setting": name, "trainer": trainer_name, "stock_s": stock,
