@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import math
 import os
 import types
 import weakref
@@ -159,7 +160,7 @@ class FastConv(nn.Module):
 
     def _on_onednn(self, x: torch.Tensor) -> bool:
         return self.kind == "onednn" or (self.kind == "unit" and _is_channels_last(x)
-                                         and x[0, 0].numel() >= ONEDNN_MIN_VOXELS)
+                                         and math.prod(x.shape[2:]) >= ONEDNN_MIN_VOXELS)
 
     def add_to(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """out += conv(x), in place where out is channels-last (oneDNN's add post-op, or a matrix

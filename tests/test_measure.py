@@ -126,3 +126,27 @@ def test_the_loss_scale_falls_only_where_gradients_overflow_float16():
     scale, steps, skipped = settled_scale(Amplified(), image, label, max_steps=12, clean=2)
     assert skipped >= 1 and scale == INITIAL_SCALE / 2 ** skipped and steps == skipped + 2
 
+
+
+def test_freed_memory_runs_each_setting_in_its_own_process(tmp_path, capsys):
+    import json
+
+    from nnunet_lightseg.measure import freed_memory
+
+    freed_memory.main(["--models", "nnU-Net default", "VeloxSeg", "--calls", "2", "--threads", "1",
+                       "--out", str(tmp_path / "rows.json")])
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["model"], r["kept"]) for r in rows] == [("nnU-Net default", False), ("nnU-Net default", True),
+                                                       ("VeloxSeg", False), ("VeloxSeg", True)]
+    assert all(len(r["seconds"]) == len(r["faults"]) == 2 and r["peak_mib"] > 0 for r in rows)
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| VeloxSeg")]
+    assert len(table) == 2 and float(table[0].split(" | ")[-1].rstrip(" |")) > 1  # faster than nnU-Net's network
+
+
+def test_unit_convs_times_both_forms_at_every_size(capsys):
+    from nnunet_lightseg.measure import unit_convs
+
+    unit_convs.main(["--threads", "1", "--rounds", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == len(unit_convs.SIZES)
+    assert all(len(row.split(" / ")) == len(unit_convs.CHANNELS) + 1 for row in rows)
