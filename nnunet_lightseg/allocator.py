@@ -4,10 +4,11 @@ glibc's malloc hands a block above its mmap threshold (dynamic, at most 32 MiB) 
 it is freed, and returns the top of its heap when more than the trim threshold (twice the mmap
 threshold) is free there. A network's forward frees and reallocates its activations on every call,
 so each call touches fresh pages, which the kernel maps and zeroes one at a time: on the 2-core
-machine, LightMedSeg at 128^3 took 0.67 s per patch with 1.37 million page faults over four calls
-and 0.32 s with 0.27 million with both thresholds at 1 GiB; UltraLightUNet 0.42 s and 0.21 s,
-nnU-Net's default network 4.7 s and 3.0 s (docs/performance.md, "Freed memory"). Nothing numeric
-changes; the process keeps up to THRESHOLD bytes of freed memory mapped instead of returning it.
+machine, per 128^3 patch of a CT-like plan, LightMedSeg took 684 ms with 313,619 page faults per
+call and 326 ms with 3,413 with both thresholds at 1 GiB; UltraLightUNet 426 and 209 ms, nnU-Net's
+default network 5018 and 3397 ms (`python -m nnunet_lightseg.measure.freed_memory`; docs/performance.md,
+"Freed memory, per patch"). Nothing numeric changes; the process keeps up to THRESHOLD bytes of
+freed memory mapped instead of returning it.
 
 `keep_freed_memory()` sets both thresholds once per process, through `mallopt`, where the C library
 is glibc. The CPU inference engine calls it when a network first runs its inference copy, and
