@@ -150,3 +150,11 @@ def test_unit_convs_times_both_forms_at_every_size(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(rows) == len(unit_convs.SIZES)
     assert all(len(row.split(" / ")) == len(unit_convs.CHANNELS) + 1 for row in rows)
+
+
+def test_a_failing_stock_prediction_raises_instead_of_waiting_for_its_result(tmp_path):
+    from nnunet_lightseg.measure import predictor_stages
+
+    with pytest.raises(RuntimeError, match="stock prediction failed"):
+        predictor_stages.stock_seconds_per_case(str(tmp_path / "no_model"), predictor_stages.SETTINGS["fast"],
+                                                str(tmp_path), str(tmp_path / "out"), 1, 1)

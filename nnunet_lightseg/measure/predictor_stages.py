@@ -36,6 +36,7 @@ import glob
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 import statistics
 import time
@@ -94,26 +95,39 @@ def stock_seconds_per_case(model_folder: str, setting: dict, inputs: str, output
     process = context.Process(target=_stock_in_this_process,
                               args=(results, model_folder, setting, inputs, output, cases, threads))
     process.start()
-    seconds = results.get()
+    while True:
+        try:
+            outcome = results.get(timeout=5)
+            break
+        except queue.Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"the stock prediction's process ended with exit code {process.exitcode} "
+                                   f"and no result ({model_folder})")
     process.join()
-    return seconds
+    if isinstance(outcome, str):
+        raise RuntimeError(f"the stock prediction failed ({model_folder}): {outcome}")
+    return outcome
 
 
 def _stock_in_this_process(results, model_folder: str, setting: dict, inputs: str, output: str, cases: int,
                            threads: int) -> None:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    predictor = nnUNetPredictor(tile_step_size=setting["tile_step_size"], use_gaussian=True,
-                                use_mirroring=setting["mirroring"], perform_everything_on_device=False,
-                                device=torch.device("cpu"), verbose=False, verbose_preprocessing=False,
-                                allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(model_folder, tuple(int(f) for f in setting["folds"]))
-    predictor.predict_from_files(inputs, output, save_probabilities=False, overwrite=True,
-                                 num_processes_preprocessing=STOCK_WORKERS,
-                                 num_processes_segmentation_export=STOCK_WORKERS)
-    results.put((time.perf_counter() - start) / cases)
+    try:
+        torch.set_num_threads(threads)
+        start = time.perf_counter()
+        predictor = nnUNetPredictor(tile_step_size=setting["tile_step_size"], use_gaussian=True,
+                                    use_mirroring=setting["mirroring"], perform_everything_on_device=False,
+                                    device=torch.device("cpu"), verbose=False, verbose_preprocessing=False,
+                                    allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(model_folder, tuple(int(f) for f in setting["folds"]))
+        predictor.predict_from_files(inputs, output, save_probabilities=False, overwrite=True,
+                                     num_processes_preprocessing=STOCK_WORKERS,
+                                     num_processes_segmentation_export=STOCK_WORKERS)
+        results.put((time.perf_counter() - start) / cases)
+    except Exception as error:  # the parent raises it; a traceback here is the child's
+        results.put(f"{type(error).__name__}: {error}")
+        raise
 
 
 def ours(config) -> dict:
