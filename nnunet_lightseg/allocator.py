@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 from functools import lru_cache
+
+from nnunet_lightseg.nnunet_env import switched_off
 
 ENVIRONMENT_VARIABLE = "NNUNET_LIGHTSEG_KEEP_FREED_MEMORY"
 THRESHOLD = 1 << 30  # bytes: blocks up to 1 GiB come from the heap, and up to 1 GiB free stays mapped
@@ -27,11 +28,6 @@ THRESHOLD = 1 << 30  # bytes: blocks up to 1 GiB come from the heap, and up to 1
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 _log = logging.getLogger(__name__)
-
-
-def wanted() -> bool:
-    """False when NNUNET_LIGHTSEG_KEEP_FREED_MEMORY is 0/false/no/off."""
-    return os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _glibc():
@@ -50,7 +46,7 @@ def keep_freed_memory() -> bool:
     Not where NNUNET_LIGHTSEG_KEEP_FREED_MEMORY is off or the C library is not glibc (macOS,
     Windows, musl), where it says why at debug level and changes nothing.
     """
-    if not wanted():
+    if switched_off(ENVIRONMENT_VARIABLE):
         _log.debug(f"nnunet-lightseg: {ENVIRONMENT_VARIABLE} is off; malloc keeps its defaults")
         return False
     libc = _glibc()

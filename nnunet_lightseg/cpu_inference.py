@@ -38,7 +38,6 @@ import copy
 import hashlib
 import logging
 import math
-import os
 import types
 import weakref
 from collections import OrderedDict
@@ -56,6 +55,7 @@ from nnunet_lightseg.architectures.lightmedseg import DecoderStage, LightMedSeg,
 from nnunet_lightseg.architectures.ultralightunet import MKIR, UltraLightUNet, channel_shuffle
 from nnunet_lightseg.architectures.veloxseg import VeloxSeg
 from nnunet_lightseg.memory_layout import channels_last_weights, to_channels_last
+from nnunet_lightseg.nnunet_env import switched_off
 
 ENVIRONMENT_VARIABLE = "NNUNET_LIGHTSEG_FAST_INFERENCE"
 # The networks the engine serves: those whose copies tests/test_cpu_inference.py checks against
@@ -74,8 +74,7 @@ _log = logging.getLogger(__name__)
 def enabled() -> bool:
     """False when NNUNET_LIGHTSEG_FAST_INFERENCE is 0/false/no/off, inside `plain_path()`, or
     without oneDNN's fused conv op (`onednn_available`)."""
-    setting = os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower()
-    return _forced_off == 0 and setting not in ("0", "false", "no", "off") and onednn_available()
+    return _forced_off == 0 and not switched_off(ENVIRONMENT_VARIABLE) and onednn_available()
 
 
 _ONEDNN_OPS = ("_convolution_pointwise", "_convolution_transpose_pointwise")
@@ -147,11 +146,15 @@ class FastConv(nn.Module):
             bias = bias.reshape(weight.shape)
         self.register_buffer("weight", weight, persistent=False)
         self.register_buffer("bias", bias, persistent=False)
-        fused = _onednn_activation(activation) if activation is not None and self.kind != "scale" else None
-        self.post_op = fused or ("none", [], "")
+        fusable = _onednn_activation(activation) if activation is not None and self.kind != "scale" else None
+        self.post_op = fusable or ("none", [], "")
         self.nonlinearity = activation  # the activation after the conv, fused into oneDNN's kernel or not
-        self.fused = fused is not None
         self.input_format: Optional[torch.memory_format] = None  # channels-last: set by build_inference_copy
+
+    @property
+    def fused(self) -> bool:
+        """Whether oneDNN's kernel applies the activation (a post-op)."""
+        return self.post_op[0] != "none"
 
     @property
     def matrix(self) -> torch.Tensor:
@@ -182,11 +185,7 @@ class FastConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "scale":
             y = torch.addcmul(self.bias, x, self.weight)
-        elif not self._on_onednn(x) and not _is_channels_last(x):  # channels first: W @ x per sample
-            y = torch.matmul(self.matrix, x.flatten(2)).add_(self.bias[:, None]).unflatten(2, x.shape[2:])
-        elif not self._on_onednn(x):  # channels last: x @ W^T over the voxels
-            y = _from_rows(F.linear(_rows(x), self.matrix, self.bias), x.shape)
-        else:
+        elif self._on_onednn(x):
             if self.input_format is not None and x.shape[1] == 1 and x.stride(1) != 1:
                 x = to_channels_last(x, self.input_format)  # else oneDNN reads it, and writes y, channels-first
             attr, scalars, algorithm = self.post_op
@@ -194,6 +193,10 @@ class FastConv(nn.Module):
                                                         self.dilation, self.groups, attr, scalars, algorithm)
             if self.fused:
                 return y
+        elif _is_channels_last(x):  # x @ W^T over the voxels
+            y = _from_rows(F.linear(_rows(x), self.matrix, self.bias), x.shape)
+        else:  # channels first: W @ x per sample
+            y = torch.matmul(self.matrix, x.flatten(2)).add_(self.bias[:, None]).unflatten(2, x.shape[2:])
         return self.nonlinearity(y) if self.nonlinearity is not None else y
 
 
@@ -508,6 +511,7 @@ class _CopyCache:
         key = (ndim, getattr(network, "deep_supervision", None), self.weights)
         fast = self.copies.get(key)
         if fast is None:
+            keep_freed_memory()  # from the first copy on, for the process's life (allocator.py)
             fast = self.copies[key] = build_inference_copy(network, ndim)
             self.builds += 1
             while len(self.copies) > MAX_COPIES:
@@ -519,7 +523,6 @@ class _CopyCache:
 def _dispatching_forward(network: nn.Module, *args, **kwargs):
     """The enabled network's forward: the cached copy where `uses_copy`, else the class's forward."""
     if uses_copy(network, args):
-        keep_freed_memory()  # once per process (allocator.py)
         cache = _ENGINES.get(network)
         if cache is None:  # a deep copy of an enabled network carries the dispatch, not the cache
             cache = _ENGINES[network] = _CopyCache()

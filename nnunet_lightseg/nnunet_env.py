@@ -35,6 +35,11 @@ DEFAULT_TRAINERS = tuple(f"nnUNetTrainer{model}" for model in DEFAULT_MODELS)
 _ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b")
 
 
+def switched_off(variable: str) -> bool:
+    """Whether one of the package's on-by-default switches (NNUNET_LIGHTSEG_...) is set to 0/false/no/off."""
+    return os.environ.get(variable, "1").strip().lower() in ("0", "false", "no", "off")
+
+
 def require_folders(environ: Mapping[str, str] | None = None) -> None:
     """Raise NnUNetEnvironmentError naming the folder variables that are not set."""
     environ = os.environ if environ is None else environ
