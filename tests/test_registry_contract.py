@@ -117,13 +117,18 @@ def test_parameter_count_matches_the_paper(name, dim):
     assert sum(p.numel() for p in net.parameters()) == pytest.approx(figures.params, rel=0.05)
 
 
-@pytest.mark.parametrize("name, dim", DEFAULT_CASES)
-def test_gradient_reaches_the_deepest_stage_at_initialisation(name, dim):
+def initial_flow(name, dim):
+    """`gradient_flow` of the registered model at initialisation (seed 0), on the synthetic batch."""
     image, label = synthetic_batch(dim)
     torch.manual_seed(0)
     net = registry.get(name).create(registry.Plan(1, 3, image.shape[2:], STEPS[dim], deep_supervision=True))
     family = registry.get(name).family
-    flow = gradient_flow(net, DEEPEST_FEATURES[family], READOUT[family], image, label)
+    return gradient_flow(net, DEEPEST_FEATURES[family], READOUT[family], image, label)
+
+
+@pytest.mark.parametrize("name, dim", DEFAULT_CASES)
+def test_gradient_reaches_the_deepest_stage_at_initialisation(name, dim):
+    flow = initial_flow(name, dim)
     assert flow.depth_ratio > MIN_DEPTH_RATIO, flow
     assert flow.readout_rms > MIN_READOUT_RMS, flow
 
@@ -134,10 +139,7 @@ def test_the_gradient_check_fails_on_pytorch_default_initialisation(monkeypatch)
     from nnunet_lightseg.architectures.lightmedseg import LightMedSeg
 
     monkeypatch.setattr(LightMedSeg, "initialise", lambda self: None)
-    image, label = synthetic_batch(3)
-    torch.manual_seed(0)
-    net = registry.get("LightMedSeg").create(registry.Plan(1, 3, image.shape[2:], STEPS[3], deep_supervision=True))
-    assert gradient_flow(net, DEEPEST_FEATURES["LightMedSeg"], READOUT["LightMedSeg"], image, label).depth_ratio < MIN_DEPTH_RATIO
+    assert initial_flow("LightMedSeg", 3).depth_ratio < MIN_DEPTH_RATIO
 
 
 def test_the_readout_check_fails_on_lightmedseg_with_unit_decoder_norms(monkeypatch):
@@ -146,10 +148,7 @@ def test_the_readout_check_fails_on_lightmedseg_with_unit_decoder_norms(monkeypa
     import nnunet_lightseg.architectures.lightmedseg as lightmedseg
 
     monkeypatch.setattr(lightmedseg, "DECODER_NORM_INIT_SCALE", 1.0)
-    image, label = synthetic_batch(3)
-    torch.manual_seed(0)
-    net = registry.get("LightMedSeg").create(registry.Plan(1, 3, image.shape[2:], STEPS[3], deep_supervision=True))
-    assert gradient_flow(net, DEEPEST_FEATURES["LightMedSeg"], READOUT["LightMedSeg"], image, label).readout_rms < MIN_READOUT_RMS
+    assert initial_flow("LightMedSeg", 3).readout_rms < MIN_READOUT_RMS
 
 
 def test_every_spec_has_its_trainer_and_every_trainer_its_spec():

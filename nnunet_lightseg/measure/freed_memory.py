@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from nnunet_lightseg import allocator, registry
+from nnunet_lightseg import allocator
 from nnunet_lightseg.measure import markdown_table
-from nnunet_lightseg.measure.inference_steps import HIPPOCAMPUS, nnunet_default, plan_from_file
+from nnunet_lightseg.measure.inference_steps import HIPPOCAMPUS, model_for_plan, nnunet_default, plan_from_file
 from nnunet_lightseg.nnunet_env import DEFAULT_MODELS
 from nnunet_lightseg.profiling import machine_description
 
@@ -39,13 +39,9 @@ def measure(plans: str | None, model: str, calls: int, threads: int) -> dict:
     plan = plan_from_file(plans) if plans else HIPPOCAMPUS
     shape = (1, plan["input_channels"], *plan["patch_size"])
     if model == REFERENCE:
-        network = nnunet_default(plan).eval()
-        run = network
+        run = nnunet_default(plan).eval()
     else:
-        steps = [tuple(s) for s in plan["architecture"]["arch_kwargs"]["strides"][1:]]
-        network = registry.get(model).create(registry.Plan(plan["input_channels"], plan["classes"],
-                                                           plan["patch_size"], steps))
-        copy = build_inference_copy(network, len(shape))
+        copy = build_inference_copy(model_for_plan(plan, model), len(shape))
         run = lambda x: run_inference_copy(copy, x)  # noqa: E731
     x = torch.randn(shape)
     seconds, faults = [], []

@@ -75,6 +75,12 @@ def nnunet_default(plan: dict) -> torch.nn.Module:
                                   plan["input_channels"], plan["classes"], deep_supervision=False)
 
 
+def model_for_plan(plan: dict, name: str) -> torch.nn.Module:
+    """A registered model built for the plan's input channels, classes, patch and downsampling steps (plain)."""
+    steps = [tuple(s) for s in plan["architecture"]["arch_kwargs"]["strides"][1:]]
+    return registry.get(name).create(registry.Plan(plan["input_channels"], plan["classes"], plan["patch_size"], steps))
+
+
 def variants(network: torch.nn.Module, ndim: int, ours: bool) -> dict:
     """Callables per step: the plain network and copies with the cumulative rewrites."""
     network.eval()
@@ -93,14 +99,13 @@ def variants(network: torch.nn.Module, ndim: int, ours: bool) -> dict:
 def cases(plan: dict, models, inputs) -> list[dict]:
     """(label, input shape, callables per step, GMAC) for nnU-Net's default net and each model."""
     out = []
-    steps = [tuple(s) for s in plan["architecture"]["arch_kwargs"]["strides"][1:]]
     if "plan" in inputs:
         shape = (1, plan["input_channels"], *plan["patch_size"])
         default = nnunet_default(plan)
         out.append(dict(model="nnU-Net default (PlainConvUNet)", input="plan", shape=shape,
                         calls=variants(default, len(shape), ours=False), gmac=count_gmac(default, shape)))
         for name in models:
-            net = registry.get(name).create(registry.Plan(plan["input_channels"], plan["classes"], plan["patch_size"], steps))
+            net = model_for_plan(plan, name)
             out.append(dict(model=name, input="plan", shape=shape, calls=variants(net, len(shape), True),
                             gmac=count_gmac(net, shape)))
     if "paper" in inputs:
