@@ -15,7 +15,9 @@ and the validation of `nnUNetv2_train` use it with no extra step. The networks t
   which also keeps grouped and depthwise convs off torch's generic `slow_conv3d` path;
 - a 1x1 conv on oneDNN too where the input is channels-last and has at least ONEDNN_MIN_VOXELS
   voxels, else as a matrix product (oneDNN's fixed cost per call dominates small inputs); a 1x1
-  depthwise conv as a per-channel scale and shift;
+  depthwise conv as a per-channel scale and shift; a dense conv with few output channels (less
+  than oneDNN's output block) with its last axis' taps as output channels, the shifted partial
+  sums added after (`_tap_split`);
 - weights and activations channels-last, where the oneDNN kernels avoid layout copies (a
   one-channel input given channels-last strides explicitly, see `memory_layout.to_channels_last`);
 - the per-block rules of `BLOCK_RULES` (UltraLightUNet's MKIR: its channel shuffle folded into the
@@ -66,6 +68,10 @@ MAX_COPIES = 5  # nnUNetv2_predict's default is five folds, each with its own we
 # per call (30-40 us on the 2-core machine) exceeds a matrix product's; above it oneDNN is 2-5x
 # faster (docs/performance.md, "1x1 convolutions").
 ONEDNN_MIN_VOXELS = 4096
+# oneDNN's direct conv kernels compute output channels in blocks of the vector width (16 float32
+# lanes with AVX-512, else 8): a conv with fewer output channels costs as much as one with a full
+# block (docs/performance.md, "Narrow convolutions").
+ONEDNN_OUTPUT_BLOCK = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
 _ENGINES: "weakref.WeakKeyDictionary[nn.Module, _CopyCache]" = weakref.WeakKeyDictionary()
 _forced_off = 0
 _log = logging.getLogger(__name__)
@@ -127,8 +133,11 @@ class FastConv(nn.Module):
 
     1x1 depthwise, stride 1: x * w + b per channel. 1x1 dense, stride 1: oneDNN's conv on a
     channels-last input of at least ONEDNN_MIN_VOXELS voxels per sample, else a matrix product (W @ x
-    channels-first, x @ W^T over the channels-last rows). Anything else: oneDNN's conv. oneDNN's
-    convs take the activation as a post-op. Weights are copies (buffers, not parameters).
+    channels-first, x @ W^T over the channels-last rows). A dense stride-1 conv whose output
+    channels fill oneDNN's output blocks poorly (`_splits_taps`): oneDNN's conv with the last axis'
+    taps as output channels, then the shifted partial sums added ("split"). Anything else: oneDNN's
+    conv. oneDNN's convs take the activation as a post-op (after the partial sums: separately).
+    Weights are copies (buffers, not parameters).
     """
 
     def __init__(self, conv: nn.Module, activation: Optional[nn.Module] = None):
@@ -141,12 +150,17 @@ class FastConv(nn.Module):
         unit = all(k == 1 for k in weight.shape[2:]) and all(s == 1 for s in self.stride) and not any(self.padding)
         depthwise = self.groups == conv.in_channels == conv.out_channels
         self.kind = "scale" if unit and depthwise else "unit" if unit and self.groups == 1 else "onednn"
+        self.out_channels, self.taps = weight.shape[0], weight.shape[-1]
+        if self.kind == "onednn" and _splits_taps(weight, self.groups, self.stride, self.padding, self.dilation):
+            self.kind = "split"
+            weight, bias = _tap_split(weight, bias)
+            self.padding[-1] = 0
         if self.kind == "scale":
             weight = weight.reshape(1, -1, *(1,) * self.dim)
             bias = bias.reshape(weight.shape)
         self.register_buffer("weight", weight, persistent=False)
         self.register_buffer("bias", bias, persistent=False)
-        fusable = _onednn_activation(activation) if activation is not None and self.kind != "scale" else None
+        fusable = _onednn_activation(activation) if activation is not None and self.kind in ("unit", "onednn") else None
         self.post_op = fusable or ("none", [], "")
         self.nonlinearity = activation  # the activation after the conv, fused into oneDNN's kernel or not
         self.input_format: Optional[torch.memory_format] = None  # channels-last: set by build_inference_copy
@@ -162,13 +176,13 @@ class FastConv(nn.Module):
         return self.weight.flatten(1)
 
     def _on_onednn(self, x: torch.Tensor) -> bool:
-        return self.kind == "onednn" or (self.kind == "unit" and _is_channels_last(x)
+        return self.kind in ("onednn", "split") or (self.kind == "unit" and _is_channels_last(x)
                                          and math.prod(x.shape[2:]) >= ONEDNN_MIN_VOXELS)
 
     def add_to(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """out += conv(x), in place where out is channels-last (oneDNN's add post-op, or a matrix
         product accumulated into out's rows)."""
-        if self.nonlinearity is not None or self.kind == "scale" or not _is_channels_last(out):
+        if self.nonlinearity is not None or self.kind in ("scale", "split") or not _is_channels_last(out):
             return out.add_(self(x))
         if self._on_onednn(x) and _is_channels_last(x):
             return torch.ops.mkldnn._convolution_pointwise_.binary(
@@ -193,11 +207,50 @@ class FastConv(nn.Module):
                                                         self.dilation, self.groups, attr, scalars, algorithm)
             if self.fused:
                 return y
+            if self.kind == "split":
+                y = _sum_taps(y, self.out_channels, self.taps)
         elif _is_channels_last(x):  # x @ W^T over the voxels
             y = _from_rows(F.linear(_rows(x), self.matrix, self.bias), x.shape)
         else:  # channels first: W @ x per sample
             y = torch.matmul(self.matrix, x.flatten(2)).add_(self.bias[:, None]).unflatten(2, x.shape[2:])
         return self.nonlinearity(y) if self.nonlinearity is not None else y
+
+
+def _splits_taps(weight: torch.Tensor, groups: int, stride, padding, dilation) -> bool:
+    """Whether a dense stride-1 conv with a 'same' kernel of k > 1 taps along the last axis computes
+    faster with those taps as output channels (`_tap_split`): oneDNN then computes ceil(k C / B)
+    output blocks over 1/k of the taps instead of ceil(C / B) blocks over all of them (B =
+    ONEDNN_OUTPUT_BLOCK), e.g. 1 block over 9 taps instead of 1 over 27 for C = 4, k = 3."""
+    channels, taps = weight.shape[0], weight.shape[-1]
+    block = ONEDNN_OUTPUT_BLOCK
+    return (groups == 1 and taps > 1 and taps % 2 == 1 and padding[-1] == taps // 2 and dilation[-1] == 1
+            and all(s == 1 for s in stride) and -(-taps * channels // block) < taps * -(-channels // block))
+
+
+def _tap_split(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (C, I, ..., k) conv as a (k C, I, ..., 1) conv whose channels t C .. (t + 1) C - 1 are tap t's
+    partial sums; the bias goes to the centre tap's (`_sum_taps` adds the shifted partial sums)."""
+    channels, taps = weight.shape[0], weight.shape[-1]
+    split = weight.movedim(-1, 0).reshape(taps * channels, *weight.shape[1:-1], 1).contiguous()
+    centre = taps // 2
+    split_bias = torch.zeros(taps * channels, dtype=bias.dtype)
+    split_bias[centre * channels:(centre + 1) * channels] = bias
+    return split, split_bias
+
+
+def _sum_taps(partial: torch.Tensor, channels: int, taps: int) -> torch.Tensor:
+    """y[..., w] = sum_t partial_t[..., w + t - k // 2] (zero outside): the 'same' conv along the last
+    axis from the per-tap partial sums of `_tap_split`'s conv."""
+    centre = taps // 2
+    y = partial[:, centre * channels:(centre + 1) * channels].clone()
+    for t in range(taps):
+        shift = t - centre
+        tap = partial[:, t * channels:(t + 1) * channels]
+        if shift > 0:
+            y[..., :-shift].add_(tap[..., shift:])
+        elif shift < 0:
+            y[..., -shift:].add_(tap[..., :shift])
+    return y
 
 
 class FastConvTranspose(nn.Module):

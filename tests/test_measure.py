@@ -152,6 +152,16 @@ def test_unit_convs_times_both_forms_at_every_size(capsys):
     assert all(len(row.split(" / ")) == len(unit_convs.CHANNELS) + 1 for row in rows)
 
 
+def test_narrow_convs_times_both_forms_and_splits_only_the_narrow_ones(capsys):
+    from nnunet_lightseg.measure import narrow_convs
+
+    narrow_convs.main(["--threads", "1", "--rounds", "1"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "->" in line]
+    kinds = [row[3] for row in rows]
+    assert len(kinds) == len(narrow_convs.CONVS) and kinds[-1] == "onednn"
+    assert kinds[0] == kinds[3] == "split"  # 4 and 1 output channels: split with AVX2's 8-lane blocks too
+
+
 def test_a_failing_stock_prediction_raises_instead_of_waiting_for_its_result(tmp_path):
     from nnunet_lightseg.measure import predictor_stages
 
