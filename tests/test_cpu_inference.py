@@ -223,20 +223,21 @@ def test_a_1x1_conv_computes_the_conv_on_either_kernel(side, channels_last):
         assert_close(plain.add_to(x, out).contiguous(), expected)
 
 
-# (conv, activation): LightMedSeg's narrow ghost convs, UltraLightUNet's 7^3 spatial attention,
-# a 2D conv, a kernel with a 1-tap axis; and a conv that fills oneDNN's output block (not split).
-NARROW_CONVS = [(torch.nn.Conv3d(16, 4, 3, padding=1), None), (torch.nn.Conv3d(2, 1, 7, padding=3), torch.nn.Sigmoid()),
-                (torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU()),
-                (torch.nn.Conv3d(3, 5, (3, 1, 3), padding=(1, 0, 1)), torch.nn.SiLU()),
-                (torch.nn.Conv3d(8, cpu_inference.ONEDNN_OUTPUT_BLOCK, 3, padding=1), None)]
+# (conv, activation, split): convs split with AVX-512's 16-lane and AVX2's 8-lane output blocks alike
+# (one or two output channels), in 3D, 2D and with a 1-tap axis; one that fills a block (not split).
+NARROW_CONVS = [(torch.nn.Conv3d(16, 2, 3, padding=1), None, True),
+                (torch.nn.Conv3d(2, 1, 7, padding=3), torch.nn.Sigmoid(), True),
+                (torch.nn.Conv2d(12, 2, 3, padding=1), torch.nn.ReLU(), True),
+                (torch.nn.Conv3d(12, 2, (3, 1, 3), padding=(1, 0, 1)), torch.nn.SiLU(), True),
+                (torch.nn.Conv3d(8, cpu_inference.ONEDNN_OUTPUT_BLOCK, 3, padding=1), None, False)]
 
 
-@pytest.mark.parametrize("conv,activation", NARROW_CONVS, ids=["16-4", "2-1x7", "2d-8-8", "3x1x3", "full-block"])
+@pytest.mark.parametrize("conv,activation,split", NARROW_CONVS, ids=["16-2", "2-1x7", "2d-12-2", "3x1x3", "full-block"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["channels-first", "channels-last"])
-def test_a_narrow_conv_computes_the_conv_from_its_taps_partial_sums(conv, activation, channels_last):
+def test_a_narrow_conv_computes_the_conv_from_its_taps_partial_sums(conv, activation, split, channels_last):
     torch.manual_seed(0)
     fast = cpu_inference.FastConv(conv, activation)
-    assert (fast.kind == "split") == (conv.out_channels < cpu_inference.ONEDNN_OUTPUT_BLOCK)
+    assert (fast.kind == "split") == split
     x = torch.randn(2, conv.in_channels, *(9, 11, 10)[-conv.weight.ndim + 2:])
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
