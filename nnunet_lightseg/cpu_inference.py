@@ -21,7 +21,8 @@ and the validation of `nnUNetv2_train` use it with no extra step. The networks t
 - weights and activations channels-last, where the oneDNN kernels avoid layout copies (a
   one-channel input given channels-last strides explicitly, see `memory_layout.to_channels_last`);
 - the per-block rules of `BLOCK_RULES` (UltraLightUNet's MKIR: its channel shuffle folded into the
-  projection's weights; LightMedSeg's skip router and decoder stage: linear maps precomposed).
+  projection's weights; LightMedSeg's skip router and decoder stage: linear maps precomposed;
+  DALight-3D's skip fusion: on the channels-last voxel rows).
 
 Nothing is added to the network's module tree: `state_dict`, parameters and checkpoints are
 unchanged. The dispatch is the network's own `forward` (an instance attribute), so hooks on the
@@ -52,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunet_lightseg.allocator import keep_freed_memory
-from nnunet_lightseg.architectures.dalight3d import DALight3D
+from nnunet_lightseg.architectures.dalight3d import DALight3D, SkipFusion
 from nnunet_lightseg.architectures.lightmedseg import DecoderStage, LightMedSeg, SkipRouter, position_grid, resample
 from nnunet_lightseg.architectures.ultralightunet import MKIR, UltraLightUNet, channel_shuffle
 from nnunet_lightseg.architectures.veloxseg import VeloxSeg
@@ -480,8 +481,40 @@ class InferenceDecoderStage(nn.Module):
         return self.se(gated)
 
 
+class InferenceSkipFusion(nn.Module):
+    """DALight-3D's SSFB skip weighting (Methodology, item 4) as the copy runs it, built from a
+    SkipFusion whose convs are already `FastConv`s.
+
+    The same function on the channels-last voxel rows (N x C per sample): the softmaxes are taken
+    over the rank and the voxel axes of (B, r, N) views, as torch computes a softmax over a short
+    contiguous axis (the rank of the rows) about 15x slower; the gated skip is written once and the
+    attention (its mix weight folded into the r x C context) accumulated onto it by one batched
+    matrix product; the output is channels-last, where the plain graph's was channels-first, so the
+    merge conv after the concatenation reads channels-last.
+    """
+
+    def __init__(self, fusion: SkipFusion):
+        super().__init__()
+        self.query, self.key, self.gate = fusion.query, fusion.key, fusion.gate
+        self.mix = float(torch.sigmoid(fusion.alpha))
+
+    def forward(self, decoder: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        batch, channels, spatial = skip.shape[0], skip.shape[1], tuple(range(2, skip.ndim))
+        values = _rows(skip).view(batch, -1, channels)  # (B, N, C)
+        queries = _rows(self.query(decoder)).view(batch, -1, self.query.out_channels)  # (B, N, r)
+        keys = _rows(self.key(skip)).view(batch, -1, self.key.out_channels)
+        q = torch.softmax(queries.transpose(1, 2), dim=1)  # over the rank, (B, r, N)
+        k = torch.softmax(keys.transpose(1, 2), dim=2)  # over the voxels
+        context = torch.bmm(k, values).mul_(self.mix)  # (B, r, C)
+        pooled = torch.cat([decoder.mean(dim=spatial), skip.mean(dim=spatial)], dim=1)
+        gate = torch.sigmoid(self.gate(pooled)).mul_(1 - self.mix)  # (B, C)
+        fused = (values * gate[:, None, :]).baddbmm_(q.transpose(1, 2), context)
+        return _from_rows(fused.view(-1, channels), skip.shape)
+
+
 # Block type -> its inference form, applied to the copy after `rewrite_convs` (the forms build on FastConv).
-BLOCK_RULES = {MKIR: InferenceMKIR, SkipRouter: InferenceSkipRouter, DecoderStage: InferenceDecoderStage}
+BLOCK_RULES = {MKIR: InferenceMKIR, SkipRouter: InferenceSkipRouter, DecoderStage: InferenceDecoderStage,
+               SkipFusion: InferenceSkipFusion}
 
 
 def apply_block_rules(module: nn.Module) -> None:

@@ -19,8 +19,8 @@ MODELS = [("UltraLightUNet", 2, (1, 2, 32, 40)), ("UltraLightUNet", 3, (1, 2, 16
           ("UltraLightUNet_AG", 2, (1, 2, 32, 40)),
           # one input channel (Hippocampus): contiguous in both layouts
           ("LightMedSeg", 3, (1, 1, 16, 24, 16)),
-          # a batch: LightMedSeg's block rules with per-sample anchors and routing weights
-          ("LightMedSeg", 3, (2, 2, 16, 24, 16))]
+          # a batch: the block rules with per-sample anchors, routing weights and skip-fusion attention
+          ("LightMedSeg", 3, (2, 2, 16, 24, 16)), ("DALight3D", 3, (2, 2, 16, 24, 16))]
 IDS = [f"{m}-{d}d-{shape[1]}ch" + (f"-batch{shape[0]}" if shape[0] > 1 else "") for m, d, shape in MODELS]
 
 
