@@ -409,6 +409,15 @@ class InferenceMKIR(nn.Module):
         return self.project.add_to(mixed, self.shortcut(x))
 
 
+def _unit_conv(matrix: torch.Tensor, bias: torch.Tensor, dim: int) -> FastConv:
+    """A `FastConv` computing the 1x1 conv x -> matrix x + bias on `dim`-axis inputs."""
+    conv = _CONVS[dim - 1](matrix.shape[1], matrix.shape[0], 1)
+    with torch.no_grad():
+        conv.weight.copy_(matrix.reshape(conv.weight.shape))
+        conv.bias.copy_(bias)
+    return FastConv(conv)
+
+
 class InferenceSkipRouter(nn.Module):
     """LightMedSeg's skip router (Sec. 3.5, Eq. 11-13) as the copy runs it, built from a SkipRouter
     whose convs are already `FastConv`s.
@@ -416,36 +425,36 @@ class InferenceSkipRouter(nn.Module):
     The same function without the 64-channel projections: trilinear resampling is linear with
     weights that sum to 1, so it commutes with a 1x1 conv (resample(P e + b) = P resample(e) + b),
     and the controller's first layer and each level's output conv are linear too. So each encoder
-    map e_i is resampled as it is (8-64 channels, not 64) and multiplied by precomposed matrices:
-    the controller's hidden layer is sum_i (W1_i P_i) r_i + (c1 + sum_i W1_i b_i), and since the
-    softmax weights w_i sum to 1, a level's output is sum_i w_i (Wo P_i r_i + Wo b_i + bo). Both sums
-    start from their first term's matrix product (no separate pass to lay down the biases).
+    map e_i is resampled as it is (8-64 channels, not 64) and goes through precomposed 1x1 convs
+    (`FastConv`s, so oneDNN or a matrix product by size): the controller's hidden layer is
+    sum_i (W1_i P_i) r_i + (c1 + sum_i W1_i b_i), accumulated in place, and since the softmax
+    weights w_i sum to 1, a level's output is sum_i w_i (Wo P_i r_i + Wo b_i + bo).
     """
 
     def __init__(self, router: SkipRouter):
         super().__init__()
-        hidden, logits = router.controller[0], router.controller[2]
+        hidden, self.logits = router.controller[0], router.controller[2]
+        dim = hidden.dim
         first = hidden.matrix.split([p.matrix.shape[0] for p in router.project], dim=1)  # W1_i
-        self.hidden_weights = [w @ p.matrix for w, p in zip(first, router.project)]
-        self.hidden_bias = hidden.bias + sum(w @ p.bias for w, p in zip(first, router.project))
+        hidden_bias = hidden.bias + sum(w @ p.bias for w, p in zip(first, router.project))
+        self.hidden = nn.ModuleList(_unit_conv(w @ p.matrix, hidden_bias if i == 0 else torch.zeros_like(hidden_bias),
+                                               dim) for i, (w, p) in enumerate(zip(first, router.project)))
         self.hidden_activation = hidden.nonlinearity  # SiLU
-        self.logits_weight, self.logits_bias = logits.matrix, logits.bias
-        self.level_weights = [[out.matrix @ p.matrix for p in router.project] for out in router.out]
-        self.level_biases = [[out.matrix @ p.bias + out.bias for p in router.project] for out in router.out]
+        self.levels = nn.ModuleList(nn.ModuleList(_unit_conv(out.matrix @ p.matrix, out.matrix @ p.bias + out.bias, dim)
+                                                  for p in router.project) for out in router.out)
 
     def forward(self, skips, sizes) -> list[torch.Tensor]:
         routed = []
-        for weights, biases, size in zip(self.level_weights, self.level_biases, sizes):
-            aligned = [_rows(resample(skip, size)) for skip in skips]
-            hidden = torch.addmm(self.hidden_bias, aligned[0], self.hidden_weights[0].t())
-            for rows, weight in zip(aligned[1:], self.hidden_weights[1:]):
-                hidden.addmm_(rows, weight.t())
-            logits = F.linear(self.hidden_activation(hidden), self.logits_weight, self.logits_bias)
-            mix = torch.softmax(logits.t(), dim=0)  # over the sources: (sources, voxels), see InferenceSkipFusion
-            fused = torch.addmm(biases[0], aligned[0], weights[0].t()).mul_(mix[0, :, None])
+        for convs, size in zip(self.levels, sizes):
+            aligned = [resample(skip, size) for skip in skips]
+            hidden = self.hidden[0](aligned[0])
+            for conv, x in zip(self.hidden[1:], aligned[1:]):
+                conv.add_to(x, hidden)
+            mix = torch.softmax(self.logits(self.hidden_activation(hidden)), dim=1)
+            fused = convs[0](aligned[0]).mul_(mix[:, :1])
             for i in range(1, len(aligned)):
-                fused.addcmul_(mix[i, :, None], torch.addmm(biases[i], aligned[i], weights[i].t()))
-            routed.append(_from_rows(fused, (skips[0].shape[0], fused.shape[1], *size)))
+                fused.addcmul_(mix[:, i:i + 1], convs[i](aligned[i]))
+            routed.append(fused)
         return routed
 
 
