@@ -511,10 +511,10 @@ class InferenceSkipFusion(nn.Module):
 
     The same function on the channels-last voxel rows (N x C per sample): the softmaxes are taken
     over the rank and the voxel axes of (B, r, N) views, as torch computes a softmax over a short
-    contiguous axis (the rank of the rows) about 13x slower (4.6 against 0.35 ms at 8 x 89,600); the gated skip is written once and the
-    attention (its mix weight folded into the r x C context) accumulated onto it by one batched
-    matrix product; the output is channels-last, where the plain graph's was channels-first, so the
-    merge conv after the concatenation reads channels-last.
+    contiguous axis (the rank of the rows) about 13x slower (4.6 against 0.35 ms at 8 x 89,600); the
+    gated skip is written once and the attention (its mix weight folded into the r x C context)
+    accumulated onto it by one batched matrix product; the output is channels-last, where the plain
+    graph's was channels-first, so the merge conv after the concatenation reads channels-last.
     """
 
     def __init__(self, fusion: SkipFusion):

@@ -41,9 +41,10 @@ COMPILE_LEGS = {"compile_off": "f", "compile_on": "t"}
 # (`predict_from_raw_data`, `dtype=torch.half`), one step of which is 2^-8 for logits of 4-8: our
 # CPU engine (fused float32 convolutions) moves a network's output by about 1e-5, which can round a
 # summed logit a step or two apart and move a probability by up to a few 1e-3 (2.4e-3 seen in CI on
-# VeloxSeg; in a rerun 1.6e-4 where each tile's own probabilities agreed within 2.4e-6). On CUDA float16 autocast moves the outputs
-# themselves. A wrong graph or dtype moves them by far more; each network's engine copy is checked
-# against its plain graph within 1e-4 of the largest logit in tests/test_cpu_inference.py.
+# VeloxSeg; in a rerun 1.6e-4 where each tile's own probabilities agreed within 2.4e-6). On CUDA
+# float16 autocast moves the outputs themselves. A wrong graph or dtype moves them by far more;
+# each network's engine copy is checked against its plain graph within 1e-4 of the largest logit
+# in tests/test_cpu_inference.py.
 PROBABILITY_TOLERANCE = {"cuda": 0.05, "cpu": 1e-2}
 DEMO = DemoSettings(num_training=6, num_test=1, shape=(40, 48, 40), seed=0)
 

@@ -156,11 +156,13 @@ def test_narrow_convs_times_both_forms_and_splits_only_the_narrow_ones(capsys):
     from nnunet_lightseg.measure import narrow_convs
 
     narrow_convs.main(["--threads", "1", "--rounds", "1"])
-    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "->" in line]
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split(" | ") for line in lines if line.startswith("| ") and "->" in line]
     kinds = dict(zip((conv[0] for conv in narrow_convs.CONVS), (row[3] for row in rows)))
     assert len(rows) == len(narrow_convs.CONVS)
     assert kinds["UltraLightUNet spatial attention"] == "split"  # one output channel: with AVX2's 8-lane blocks too
-    for where in ("DALight-3D encoder 1", "2 input channels", "a full output block", "LightMedSeg decoder 3, ghost primary"):
+    whole = ("DALight-3D encoder 1", "2 input channels", "a full output block", "LightMedSeg decoder 3, ghost primary")
+    for where in whole:
         assert kinds[where] == "onednn", where
 
 
