@@ -1,5 +1,8 @@
 """The measurement modules behind docs/performance.md time what their tables say they time."""
 import importlib.util
+import pathlib
+import subprocess
+
 import pytest
 import torch
 
@@ -164,6 +167,20 @@ def test_narrow_convs_times_both_forms_and_splits_only_the_narrow_ones(capsys):
     whole = ("DALight-3D encoder 1", "2 input channels", "a full output block", "LightMedSeg decoder 3, ghost primary")
     for where in whole:
         assert kinds[where] == "onednn", where
+
+
+def test_engine_against_times_a_revisions_engine_beside_the_working_trees(capsys):
+    from nnunet_lightseg.measure import engine_against
+
+    if subprocess.run(["git", "-C", str(pathlib.Path(__file__).parents[1]), "rev-parse", "HEAD"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    engine_against.main(["HEAD", "--models", "VeloxSeg", "--rounds", "1", "--threads", "1"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| VeloxSeg")]
+    assert len(rows) == 1 and float(rows[0][1]) > 0 and float(rows[0][2]) > 0
+    assert float(rows[0][-1].rstrip(" |")) < 1e-3  # the same network, both engines computing the same function
+    with pytest.raises(SystemExit, match="give a revision"):
+        engine_against.engine_at("no-such-revision")
 
 
 def test_a_failing_stock_prediction_raises_instead_of_waiting_for_its_result(tmp_path):

@@ -1,6 +1,13 @@
 """Measurement scripts behind the figures in docs/, each run as `python -m nnunet_lightseg.measure.<name>`.
 
 - `inference_steps`: per-patch CPU latency of each step of the CPU inference engine (docs/performance.md)
+- `engine_against`: the CPU inference engine of a git revision against the working tree's, per patch,
+  interleaved in one process (docs/performance.md)
+- `narrow_convs`: convs with few output channels, with the whole kernel and with their taps split
+  (docs/performance.md)
+- `unit_convs`: 1x1 convs as a matrix product and on oneDNN, by size (docs/performance.md)
+- `freed_memory`: per-patch time, page faults and peak memory with glibc's defaults and with freed
+  memory kept (docs/performance.md)
 - `onnx_export_check`: ONNX export of each model, its dynamic axes and parity with torch (docs/deployment.md)
 - `predictor_per_case`: seconds per case through nnU-Net's own predictor (docs/performance.md)
 - `predictor_stages`: seconds per case of the stock predictor and of `nnunet-lightseg predict`, by
