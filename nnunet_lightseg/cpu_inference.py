@@ -73,7 +73,7 @@ ONEDNN_MIN_VOXELS = 4096
 # lanes with AVX-512, else 8): a conv with fewer output channels costs as much as one with a full
 # block (docs/performance.md, "Narrow convolutions").
 ONEDNN_OUTPUT_BLOCK = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
-SPLIT_MIN_SAVED_TAPS = 4 * (27 - 9)  # see _splits_taps
+SPLIT_MIN_SAVED_TAPS = 8 * (27 - 9)  # per output block of the split: see _splits_taps
 _ENGINES: "weakref.WeakKeyDictionary[nn.Module, _CopyCache]" = weakref.WeakKeyDictionary()
 _forced_off = 0
 _log = logging.getLogger(__name__)
@@ -222,18 +222,18 @@ def _splits_taps(weight: torch.Tensor, groups: int, stride, padding, dilation) -
     """Whether a dense stride-1 conv with a 'same' kernel of k > 1 taps along the last axis computes
     faster with those taps as output channels (`_tap_split`).
 
-    oneDNN then computes ceil(k C / B) output blocks over 1/k of the kernel's taps instead of
+    oneDNN then computes ceil(k C / B) output blocks over T / k of the kernel's T taps instead of
     ceil(C / B) blocks over all of them (B = ONEDNN_OUTPUT_BLOCK), but writes k times the output
-    and adds it up. Measured (`measure.narrow_convs`, AVX-512): it pays where the block count at
-    least halves (C = 4, k = 3: 1 block over 9 taps instead of 1 over 27, 2x; C = 8: 2 over 9, from
-    0.94x to 1.2x; C = 24: 0.85x) and the taps saved per output block, I (T - T / k) for I input
-    channels and T taps, are at least SPLIT_MIN_SAVED_TAPS (4 -> 4 3^3 gains 1.2x, 2 -> 4 loses 0.9x,
-    1 -> 4 0.7x)."""
+    and adds it up. Measured (`measure.narrow_convs`, AVX-512), it pays where the block-taps fall
+    to two thirds or less (C = 4, k = 3: 1 block over 9 taps instead of 1 over 27; C = 8: 2 over 9;
+    C = 24: 5 over 9 instead of 2 over 27 lost, 0.85x) and the input taps saved, I (T - T / k) for
+    I input channels, reach SPLIT_MIN_SAVED_TAPS per output block of the split (with one block:
+    8 -> 4 3^3 gains 1.3x, 2 -> 4 loses, 0.9x; with two: 16 -> 8 gains 1.1-1.2x, 8 -> 8 does not)."""
     channels, taps, inputs, total = weight.shape[0], weight.shape[-1], weight.shape[1], math.prod(weight.shape[2:])
-    block = ONEDNN_OUTPUT_BLOCK
+    split_blocks, whole_blocks = -(-taps * channels // ONEDNN_OUTPUT_BLOCK), -(-channels // ONEDNN_OUTPUT_BLOCK)
     return (groups == 1 and taps > 1 and taps % 2 == 1 and padding[-1] == taps // 2 and dilation[-1] == 1
-            and all(s == 1 for s in stride) and 2 * -(-taps * channels // block) <= taps * -(-channels // block)
-            and inputs * (total - total // taps) >= SPLIT_MIN_SAVED_TAPS)
+            and all(s == 1 for s in stride) and 3 * split_blocks * (total // taps) <= 2 * whole_blocks * total
+            and inputs * (total - total // taps) >= SPLIT_MIN_SAVED_TAPS * split_blocks)
 
 
 def _tap_split(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

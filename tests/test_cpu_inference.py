@@ -227,12 +227,12 @@ def test_a_1x1_conv_computes_the_conv_on_either_kernel(side, channels_last):
 # (one or two output channels), in 3D, 2D and with a 1-tap axis; one that fills a block (not split).
 NARROW_CONVS = [(torch.nn.Conv3d(16, 2, 3, padding=1), None, True),
                 (torch.nn.Conv3d(2, 1, 7, padding=3), torch.nn.Sigmoid(), True),
-                (torch.nn.Conv2d(12, 2, 3, padding=1), torch.nn.ReLU(), True),
-                (torch.nn.Conv3d(12, 2, (3, 1, 3), padding=(1, 0, 1)), torch.nn.SiLU(), True),
+                (torch.nn.Conv2d(24, 2, 3, padding=1), torch.nn.ReLU(), True),
+                (torch.nn.Conv3d(24, 2, (3, 1, 3), padding=(1, 0, 1)), torch.nn.SiLU(), True),
                 (torch.nn.Conv3d(8, cpu_inference.ONEDNN_OUTPUT_BLOCK, 3, padding=1), None, False)]
 
 
-@pytest.mark.parametrize("conv,activation,split", NARROW_CONVS, ids=["16-2", "2-1x7", "2d-12-2", "3x1x3", "full-block"])
+@pytest.mark.parametrize("conv,activation,split", NARROW_CONVS, ids=["16-2", "2-1x7", "2d-24-2", "3x1x3", "full-block"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["channels-first", "channels-last"])
 def test_a_narrow_conv_computes_the_conv_from_its_taps_partial_sums(conv, activation, split, channels_last):
     torch.manual_seed(0)

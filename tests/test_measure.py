@@ -164,7 +164,7 @@ def test_narrow_convs_times_both_forms_and_splits_only_the_narrow_ones(capsys):
     kinds = dict(zip((conv[0] for conv in narrow_convs.CONVS), (row[3] for row in rows)))
     assert len(rows) == len(narrow_convs.CONVS)
     assert kinds["UltraLightUNet spatial attention"] == "split"  # one output channel: with AVX2's 8-lane blocks too
-    whole = ("DALight-3D encoder 1", "2 input channels", "a full output block", "LightMedSeg decoder 3, ghost primary")
+    whole = ("DALight-3D encoder 1", "2 input channels", "a full output block", "8 input channels, two blocks")
     for where in whole:
         assert kinds[where] == "onednn", where
 

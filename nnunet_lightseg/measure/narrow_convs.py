@@ -26,6 +26,8 @@ CONVS = (("LightMedSeg decoder 4, ghost primary", 16, 4, 3, (40, 56, 40)),
          ("UltraLightUNet spatial attention, coarsest", 2, 1, 7, (5, 7, 5)),
          ("LightMedSeg decoder 3, ghost primary", 32, 8, 3, (20, 28, 20)),
          ("DALight-3D encoder 1", 24, 24, 3, (40, 56, 40)),
+         ("16 input channels, two blocks", 16, 8, 3, (20, 28, 20)),
+         ("8 input channels, two blocks", 8, 8, 3, (20, 28, 20)),
          ("4 input channels", 4, 4, 3, (40, 56, 40)),
          ("2 input channels", 2, 4, 3, (40, 56, 40)),
          ("a full output block", 16, 16, 3, (40, 56, 40)))
