@@ -1,8 +1,8 @@
 """A dense conv with few output channels on oneDNN, as it is and with its taps split (cpu_inference._tap_split).
 
-For each conv in CONVS: the best of --rounds calls of oneDNN's conv with the whole kernel and of the
-engine's `FastConv` (which splits the taps where `_splits_taps` says so), on a channels-last input,
-in milliseconds. The split column times `_tap_split`'s form for every conv, used or not.
+For each conv in CONVS: the best of --rounds calls of oneDNN's conv with the whole kernel and with
+its last axis' taps split (`_tap_split`, then `_sum_taps`), on a channels-last input, in
+milliseconds, and the form the engine's `FastConv` picks for it (`_splits_taps`: "split" or "onednn").
 
     python -m nnunet_lightseg.measure.narrow_convs --threads 2
 """
@@ -33,9 +33,9 @@ CONVS = (("LightMedSeg decoder 4, ghost primary", 16, 4, 3, (40, 56, 40)),
          ("a full output block", 16, 16, 3, (40, 56, 40)))
 
 
-def forms(in_channels: int, out_channels: int, kernel: int, size) -> dict:
+def forms(in_channels: int, out_channels: int, kernel: int, size) -> tuple[dict, str]:
+    """The two forms as calls, and the engine's pick."""
     conv = torch.nn.Conv3d(in_channels, out_channels, kernel, padding=kernel // 2)
-    fast = FastConv(conv)
     x = to_channels_last(torch.randn(1, in_channels, *size), torch.channels_last_3d)
     weight = conv.weight.detach().contiguous(memory_format=torch.channels_last_3d)
     padding = [kernel // 2] * 3
@@ -48,7 +48,7 @@ def forms(in_channels: int, out_channels: int, kernel: int, size) -> dict:
         return _sum_taps(partial, out_channels, kernel)
     return {"whole kernel": lambda: torch.ops.mkldnn._convolution_pointwise(
                 x, weight, conv.bias.detach(), padding, [1, 1, 1], [1, 1, 1], 1, "none", [], ""),
-            "split": split_form, "kind": fast.kind}
+            "split": split_form}, FastConv(conv).kind
 
 
 def main(argv=None) -> None:
@@ -60,8 +60,7 @@ def main(argv=None) -> None:
     rows = []
     with torch.inference_mode():
         for where, in_channels, out_channels, kernel, size in CONVS:
-            calls = forms(in_channels, out_channels, kernel, size)
-            kind = calls.pop("kind")
+            calls, kind = forms(in_channels, out_channels, kernel, size)
             times = timed_runs(calls, repeats=args.rounds, warmup=3)
             whole, split = (min(times[k]) * 1e3 for k in ("whole kernel", "split"))
             rows.append([where, f"{in_channels} -> {out_channels}, {kernel}^3", "x".join(map(str, size)), kind,
