@@ -24,9 +24,23 @@
 
 They run the paper models' default variants (`nnunet_env.DEFAULT_MODELS`) unless given `--models`.
 """
+import argparse
+
+import torch
 
 
 def markdown_table(header: list[str], rows: list[list]) -> list[str]:
     """The lines of a markdown table: the header, its rule, then one line per row."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
+
+
+def kernel_timing_arguments(doc: str, argv=None, rounds: int = 30):
+    """The arguments of the kernel timings (`unit_convs`, `narrow_convs`): --threads, which it sets
+    for torch, and --rounds."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args

@@ -8,12 +8,10 @@ milliseconds, and the form the engine's `FastConv` picks for it (`_splits_taps`:
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from nnunet_lightseg.cpu_inference import ONEDNN_OUTPUT_BLOCK, FastConv, _sum_taps, _tap_split
-from nnunet_lightseg.measure import markdown_table
+from nnunet_lightseg.measure import kernel_timing_arguments, markdown_table
 from nnunet_lightseg.memory_layout import to_channels_last
 from nnunet_lightseg.profiling import machine_description
 from nnunet_lightseg.timing import timed_runs
@@ -52,11 +50,7 @@ def forms(in_channels: int, out_channels: int, kernel: int, size) -> tuple[dict,
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=30)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = kernel_timing_arguments(__doc__, argv)
     rows = []
     with torch.inference_mode():
         for where, in_channels, out_channels, kernel, size in CONVS:

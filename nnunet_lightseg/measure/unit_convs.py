@@ -8,12 +8,10 @@ oneDNN form), in microseconds.
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 
-from nnunet_lightseg.measure import markdown_table
+from nnunet_lightseg.measure import kernel_timing_arguments, markdown_table
 from nnunet_lightseg.profiling import machine_description
 from nnunet_lightseg.timing import timed_runs
 
@@ -31,11 +29,7 @@ def forms(size, in_channels: int, out_channels: int) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=30)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = kernel_timing_arguments(__doc__, argv)
     rows = []
     with torch.inference_mode():
         for size in SIZES:
