@@ -35,12 +35,12 @@ def markdown_table(header: list[str], rows: list[list]) -> list[str]:
             *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
 
 
-def kernel_timing_arguments(doc: str, argv=None, rounds: int = 30):
+def kernel_timing_arguments(doc: str, argv=None):
     """The arguments of the kernel timings (`unit_convs`, `narrow_convs`): --threads, which it sets
     for torch, and --rounds."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     return args
