@@ -15,9 +15,9 @@ and the validation of `nnUNetv2_train` use it with no extra step. The networks t
   which also keeps grouped and depthwise convs off torch's generic `slow_conv3d` path;
 - a 1x1 conv on oneDNN too where the input is channels-last and has at least ONEDNN_MIN_VOXELS
   voxels, else as a matrix product (oneDNN's fixed cost per call dominates small inputs); a 1x1
-  depthwise conv as a per-channel scale and shift; a dense conv with few output channels (less
-  than oneDNN's output block) with its last axis' taps as output channels, the shifted partial
-  sums added after (`_tap_split`);
+  depthwise conv as a per-channel scale and shift; a dense conv whose few output channels leave
+  oneDNN's output blocks mostly empty with its last axis' taps as output channels, the shifted
+  partial sums added after (`_splits_taps`, `_tap_split`);
 - weights and activations channels-last, where the oneDNN kernels avoid layout copies (a
   one-channel input given channels-last strides explicitly, see `memory_layout.to_channels_last`);
 - the per-block rules of `BLOCK_RULES` (UltraLightUNet's MKIR: its channel shuffle folded into the
