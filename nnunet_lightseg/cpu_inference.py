@@ -226,7 +226,7 @@ def _splits_taps(weight: torch.Tensor, groups: int, stride, padding, dilation) -
     ceil(C / B) blocks over all of them (B = ONEDNN_OUTPUT_BLOCK), but writes k times the output
     and adds it up. Measured (`measure.narrow_convs`, AVX-512), it pays where the block-taps fall
     to two thirds or less (C = 4, k = 3: 1 block over 9 taps instead of 1 over 27; C = 8: 2 over 9;
-    C = 24: 5 over 9 instead of 2 over 27 lost, 0.85x) and the input taps saved, I (T - T / k) for
+    C = 24: 5 over 9 instead of 2 over 27 lost, about 0.9x) and the input taps saved, I (T - T / k) for
     I input channels, reach SPLIT_MIN_SAVED_TAPS per output block of the split (with one block:
     8 -> 4 3^3 gains 1.3x, 2 -> 4 loses, 0.9x; with two: 16 -> 8 gains 1.1-1.2x, 8 -> 8 does not)."""
     channels, taps, inputs, total = weight.shape[0], weight.shape[-1], weight.shape[1], math.prod(weight.shape[2:])
