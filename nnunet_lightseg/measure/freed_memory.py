@@ -29,14 +29,13 @@ from nnunet_lightseg.profiling import machine_description
 REFERENCE = "nnU-Net default"
 
 
-def measure(plans: str | None, model: str, calls: int, threads: int) -> dict:
+def measure(plan: dict, model: str, calls: int, threads: int) -> dict:
     """In this process: seconds and page faults of each call, peak memory (MiB), and whether freed memory was kept."""
     from nnunet_lightseg.cpu_inference import build_inference_copy, run_inference_copy
 
     kept = allocator.keep_freed_memory()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    plan = plan_from_file(plans) if plans else HIPPOCAMPUS
     shape = (1, plan["input_channels"], *plan["patch_size"])
     if model == REFERENCE:
         run = nnunet_default(plan).eval()
@@ -55,10 +54,11 @@ def measure(plans: str | None, model: str, calls: int, threads: int) -> dict:
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def in_fresh_process(plans: str | None, model: str, calls: int, threads: int, keep: bool) -> dict:
+def in_fresh_process(plan: dict, model: str, calls: int, threads: int, keep: bool) -> dict:
+    """`measure` in a fresh Python process, with freed memory kept or glibc's defaults."""
     env = {**os.environ, allocator.ENVIRONMENT_VARIABLE: "1" if keep else "0"}
     code = (f"import json; from nnunet_lightseg.measure.freed_memory import measure; "
-            f"print(json.dumps(measure({plans!r}, {model!r}, {calls}, {threads})))")
+            f"print(json.dumps(measure({plan!r}, {model!r}, {calls}, {threads})))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -86,8 +86,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.calls < 2:
         parser.error("--calls must be at least 2: the first call is not counted")
+    plan = plan_from_file(args.plans) if args.plans else HIPPOCAMPUS
     load_before = os.getloadavg()[0]
-    rows = [in_fresh_process(args.plans, model, args.calls, args.threads, keep)
+    rows = [in_fresh_process(plan, model, args.calls, args.threads, keep)
             for model in args.models for keep in (False, True)]
     if args.out:
         with open(args.out, "w") as f:
